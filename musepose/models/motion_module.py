@@ -1,0 +1,77 @@
+"""AnimateDiff "Vanilla" motion module as MusePose runs it.
+
+diffusers' :class:`AnimateDiffTransformer3D` holds exactly the same layers (GroupNorm, proj_in, one
+:class:`BasicTransformerBlock` with two sinusoidal-PE temporal self-attentions and a GEGLU feed-forward,
+proj_out) and we reuse it for them. Its ``forward`` differs in one place that changes the numbers: it
+applies the GroupNorm to the whole ``(B, C, F, H, W)`` clip, so statistics are pooled across frames,
+while MusePose (like the original AnimateDiff code) normalises every frame on its own. We therefore
+override ``forward`` only, and build the module with the motion module's own 32 groups / eps 1e-6
+instead of the UNet's group count that diffusers' motion blocks pass down.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+from ..config import MotionModuleConfig
+
+
+class PerFrameNormTemporalTransformer(AnimateDiffTransformer3D):
+    """Temporal transformer over the frame axis with per-frame GroupNorm (see module docstring)."""
+
+    @classmethod
+    def for_channels(cls, channels: int, config: MotionModuleConfig) -> "PerFrameNormTemporalTransformer":
+        module = cls(
+            num_attention_heads=config.num_attention_heads,
+            attention_head_dim=channels // config.num_attention_heads,
+            in_channels=channels,
+            num_layers=config.num_transformer_blocks,
+            norm_num_groups=config.norm_num_groups,
+            cross_attention_dim=None,
+            attention_bias=False,
+            activation_fn="geglu",
+            double_self_attention=True,
+            positional_embeddings="sinusoidal",
+            num_positional_embeddings=config.max_seq_length,
+        )
+        module.norm.eps = config.norm_eps
+        return module
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        timestep: torch.LongTensor | None = None,
+        class_labels: torch.LongTensor | None = None,
+        num_frames: int = 1,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        # hidden_states: (batch * frames, C, H, W), frames contiguous per batch item.
+        batch_frames, channels, height, width = hidden_states.shape
+        if batch_frames % num_frames:
+            raise ValueError(f"motion module: batch*frames {batch_frames} is not a multiple of {num_frames} frames")
+        batch = batch_frames // num_frames
+        if num_frames > self.transformer_blocks[0].pos_embed.pe.shape[1]:
+            raise ValueError(
+                f"a context window of {num_frames} frames exceeds the motion module's positional encoding "
+                f"({self.transformer_blocks[0].pos_embed.pe.shape[1]} frames); use fewer context frames"
+            )
+        residual = hidden_states
+        hidden_states = self.norm(hidden_states)  # per frame: GroupNorm over (C/G, H, W) of one frame
+        hidden_states = (
+            hidden_states.reshape(batch, num_frames, channels, height, width)
+            .permute(0, 3, 4, 1, 2)
+            .reshape(batch * height * width, num_frames, channels)
+        )
+        hidden_states = self.proj_in(hidden_states)
+        for block in self.transformer_blocks:
+            hidden_states = block(hidden_states=hidden_states, encoder_hidden_states=None)
+        hidden_states = self.proj_out(hidden_states)
+        hidden_states = (
+            hidden_states.reshape(batch, height, width, num_frames, channels)
+            .permute(0, 3, 4, 1, 2)
+            .reshape(batch_frames, channels, height, width)
+        )
+        return hidden_states + residual

@@ -1,0 +1,113 @@
+"""Whole-body pose extraction for frames: detector + keypoint model + OpenPose conversion, cached.
+
+This is the engine entry point used by the nodes and the CLI. It reports progress and honours
+cancellation per frame through plain callbacks, so it knows nothing about ComfyUI.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import rtmpose, yolox
+from .cache import DEFAULT_POSE_CACHE, PoseCache, frame_digest
+from .layout import VISIBLE_THRESHOLD, FramePose, wholebody_to_openpose
+from .models import DWPoseModelPaths, open_session
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], None]
+
+#: Bump when pre/post-processing changes so stale cached poses are not reused.
+PIPELINE_VERSION = "dwpose-onnx-1"
+
+
+def _file_identity(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return os.path.abspath(path), st.st_size, int(st.st_mtime_ns)
+
+
+class _CountingSession:
+    """Forwards to an onnxruntime session and counts ``run`` calls (cheap, and exact for tests)."""
+
+    def __init__(self, session, owner: "DWPoseExtractor"):
+        self._session = session
+        self._owner = owner
+
+    def run(self, *args, **kwargs):
+        self._owner.model_calls += 1
+        return self._session.run(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+class DWPoseExtractor:
+    """Runs DWPose on RGB uint8 frames. Sessions are opened once; results are cached per frame.
+
+    ``model_calls`` counts onnxruntime ``run`` calls made through this object, which is how tests
+    check that a cached second pass does not touch the models.
+    """
+
+    def __init__(self, models: DWPoseModelPaths, providers: Sequence[str] | None = None,
+                 cache: PoseCache | None = DEFAULT_POSE_CACHE):
+        self.models = models
+        self.cache = cache
+        self.model_calls = 0
+        self.detector = _CountingSession(open_session(models.detector, providers), self)
+        self.pose = _CountingSession(open_session(models.pose, providers), self)
+        self.settings_key = repr((PIPELINE_VERSION, _file_identity(models.detector),
+                                  _file_identity(models.pose), VISIBLE_THRESHOLD))
+
+    def detect_frame(self, image_rgb: np.ndarray) -> FramePose:
+        """All people of one frame (no cache). Boxes come highest-score first; no box, no people."""
+        image = np.ascontiguousarray(image_rgb[..., :3])
+        boxes, _ = yolox.detect_people(self.detector, image)
+        h, w = image.shape[:2]
+        if len(boxes) == 0:
+            return FramePose(w, h, [])
+        kps, scores = rtmpose.estimate(self.pose, image, boxes)
+        return FramePose(w, h, [wholebody_to_openpose(kps[i], scores[i]) for i in range(len(boxes))])
+
+    def _key(self, frame: np.ndarray) -> str:
+        return frame_digest(frame) + "|" + self.settings_key
+
+    def extract(self, frames: Iterable[np.ndarray], progress: ProgressFn | None = None,
+                check_interrupt: CancelFn | None = None, total: int | None = None) -> list[FramePose]:
+        """Poses of every frame (RGB uint8 ``[H, W, 3]``), in order.
+
+        ``check_interrupt`` is called before each frame and may raise to cancel;
+        ``progress(done, total)`` after each frame.
+        """
+        if total is None and hasattr(frames, "__len__"):
+            total = len(frames)  # type: ignore[arg-type]
+        total = int(total or 0)
+        out: list[FramePose] = []
+        for i, frame in enumerate(frames):
+            if check_interrupt is not None:
+                check_interrupt()
+            frame = np.asarray(frame)
+            if frame.dtype != np.uint8:
+                raise TypeError(f"frames must be uint8 RGB, got {frame.dtype}")
+            key = self._key(frame) if self.cache is not None else None
+            cached = self.cache.frames.get(key) if key is not None else None
+            if cached is None:
+                pose = self.detect_frame(frame)
+                if key is not None:
+                    self.cache.frames.put(key, pose.copy())
+            else:
+                pose = cached.copy()
+            out.append(pose)
+            if progress is not None:
+                progress(i + 1, max(total, i + 1))
+        return out
+
+
+def get_extractor(models: DWPoseModelPaths, cache: PoseCache | None = DEFAULT_POSE_CACHE,
+                  providers: Sequence[str] | None = None) -> DWPoseExtractor:
+    """An extractor for these files, reusing the sessions kept in ``cache`` when possible."""
+    if cache is None:
+        return DWPoseExtractor(models, providers, None)
+    key = ("dwpose", models.detector, models.pose, tuple(providers or ()),
+           _file_identity(models.detector), _file_identity(models.pose))
+    return cache.models.get_or_create(key, lambda: DWPoseExtractor(models, providers, cache))
