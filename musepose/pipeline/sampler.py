@@ -35,6 +35,7 @@ from .schedulers import SCHEDULERS, make_scheduler
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+CFG_MODES = ("batched", "sequential")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class SamplingSettings:
     blend: str = "flat"
     scheduler: str = "ddim"
     aspect: str = "stretch"
+    cfg_mode: str = "batched"  # "sequential": run the two guidance halves one after the other (less memory)
 
     def validated(self, available_frames: int) -> "SamplingSettings":
         """A copy with W/H rounded to multiples of 8 and the frame count settled; raises InputError otherwise."""
@@ -80,7 +82,8 @@ class SamplingSettings:
             raise InputError("context batch size must be at least 1")
         for value, allowed, what in ((self.context_schedule, SCHEDULES, "context schedule"),
                                      (self.blend, BLENDS, "blending"), (self.aspect, ASPECT_MODES, "aspect mode"),
-                                     (self.scheduler, tuple(SCHEDULERS), "scheduler")):
+                                     (self.scheduler, tuple(SCHEDULERS), "scheduler"),
+                                     (self.cfg_mode, CFG_MODES, "CFG mode")):
             if value not in allowed:
                 raise InputError(f"unknown {what} {value!r}; use one of {', '.join(allowed)}")
         copy = SamplingSettings(**{**self.__dict__, "width": width, "height": height, "num_frames": frames})
@@ -195,7 +198,8 @@ class MusePosePipeline:
                 for batch_windows in batches:
                     if check_interrupt is not None:
                         check_interrupt()
-                    pred = self._denoise_windows(latents, batch_windows, t, scheduler, pose_frames, context, cfg)
+                    pred = self._denoise_windows(latents, batch_windows, t, scheduler, pose_frames, context, cfg,
+                                                 settings.cfg_mode)
                     for j, window in enumerate(batch_windows):
                         index = torch.tensor(window, device=self.device)
                         w = weights[windows.index(window)].to(self.device).view(1, 1, -1, 1, 1)
@@ -217,23 +221,36 @@ class MusePosePipeline:
         self.placement.release(m.denoising_unet, m.pose_guider)
         return latents
 
-    def _denoise_windows(self, latents, batch_windows, t, scheduler, pose_frames: PoseFrames, context, cfg):
-        """One UNet call over ``len(batch_windows)`` windows (x2 under CFG): raw model output."""
+    def _denoise_windows(self, latents, batch_windows, t, scheduler, pose_frames: PoseFrames, context, cfg,
+                         cfg_mode: str = "batched"):
+        """UNet output for ``len(batch_windows)`` windows, ``[uncond..., cond...]`` under CFG.
+
+        ``batched`` runs both guidance halves in one call (the original); ``sequential`` runs them one after
+        the other, halving the activation memory for the same result.
+        """
         m = self.models
         x = torch.cat([latents[:, :, w] for w in batch_windows])  # (k, 4, C, h, w) float32 CPU
-        x = scheduler.scale_model_input(x, t)
+        x = scheduler.scale_model_input(x, t).to(self.device, self.dtype)
         k, _, window_len = x.shape[:3]
-        if cfg:
-            x = torch.cat([x, x])
         frame_ids = [i for w in batch_windows for i in w]
         pose = pose_frames.tensor(frame_ids).to(self.device, self.dtype)
         pose_features = m.pose_guider.encode_frames(pose)
-        encoder_states = context.repeat_interleave(k, dim=0)
+        t = t.to(self.device)
+        if not cfg:
+            return self._unet(x, t, context.repeat_interleave(k, dim=0), pose_features, num_uncond=0)
+        if cfg_mode == "sequential":
+            uncond = self._unet(x, t, context[:1].repeat_interleave(k, dim=0), pose_features, num_uncond=k * window_len)
+            cond = self._unet(x, t, context[1:].repeat_interleave(k, dim=0), pose_features, num_uncond=0)
+            return torch.cat([uncond, cond])
+        return self._unet(torch.cat([x, x]), t, context.repeat_interleave(k, dim=0), pose_features,
+                          num_uncond=k * window_len)
+
+    def _unet(self, x, t, encoder_states, pose_features, num_uncond: int) -> torch.Tensor:
+        """One denoising-UNet call; the first ``num_uncond`` (batch*frame) entries skip the reference."""
         self.state.reading = True
-        self.state.num_uncond = k * window_len if cfg else 0
+        self.state.num_uncond = num_uncond
         try:
-            return m.denoising_unet(x.to(self.device, self.dtype), t.to(self.device),
-                                    encoder_hidden_states=encoder_states, pose_features=pose_features)
+            return self.models.denoising_unet(x, t, encoder_hidden_states=encoder_states, pose_features=pose_features)
         finally:
             self.state.reading = False
 
