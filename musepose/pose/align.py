@@ -251,10 +251,13 @@ def estimate_scales(ref_xy: np.ndarray, ref_vis: np.ndarray, drv_xy: np.ndarray,
             side_ratios[name], sources[name] = ratios_median, "median_over_frames"
     prelim = {n: float(np.median(v)) for n, v in side_ratios.items()}
     body_vals = [prelim[n] for n in BODY_SEGMENTS if n in prelim]
-    g = float(np.median(body_vals)) if body_vals else (prelim.get("hand", 1.0))
-    if not body_vals:
-        warnings.append("no body segment measurable in both reference and driving pose; scales default to 1")
-        g = 1.0 if "hand" not in prelim else g
+    if body_vals:
+        g = float(np.median(body_vals))
+    elif "hand" in prelim:
+        g = prelim["hand"]
+    else:
+        g = 1.0
+        warnings.append("no segment measurable in both reference and driving pose; scales default to 1")
     for name, ratios in side_ratios.items():
         if name == "hand" or len(ratios) == 1:
             primary[name] = float(np.median(ratios))

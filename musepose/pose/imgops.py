@@ -85,3 +85,25 @@ def warp_affine_bilinear(image: np.ndarray, matrix: np.ndarray, width: int, heig
     if src.dtype == np.uint8:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out
+
+
+def fit_image(image: np.ndarray, width: int, height: int, mode: str = "stretch") -> np.ndarray:
+    """Image resized onto a W x H canvas: "stretch", "crop" (cover, centred) or "pad" (contain, black).
+
+    Uses the same geometry as the pose alignment's ``ref_fit`` so overlays line up with the poses.
+    """
+    h, w = image.shape[:2]
+    if mode == "stretch":
+        return resize_bilinear(image, width, height)
+    if mode not in ("crop", "pad"):
+        raise ValueError(f"unknown fit mode {mode!r}")
+    s = (max if mode == "crop" else min)(width / w, height / h)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    resized = resize_bilinear(image, nw, nh)
+    canvas = np.zeros((height, width) + image.shape[2:], dtype=image.dtype)
+    ox, oy = (width - nw) // 2, (height - nh) // 2
+    sx0, sy0 = max(0, -ox), max(0, -oy)
+    dx0, dy0 = max(0, ox), max(0, oy)
+    cw, ch = min(nw - sx0, width - dx0), min(nh - sy0, height - dy0)
+    canvas[dy0:dy0 + ch, dx0:dx0 + cw] = resized[sy0:sy0 + ch, sx0:sx0 + cw]
+    return canvas

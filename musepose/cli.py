@@ -1,0 +1,196 @@
+"""Command line: ``python -m musepose {generate,demo,convert,poses,plan}``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = REPO_ROOT / "tests" / "fixtures" / "musepose-tiny"
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--width", type=int, default=512, help="output width (rounded down to a multiple of 8)")
+    p.add_argument("--height", type=int, default=512, help="output height (rounded down to a multiple of 8)")
+    p.add_argument("--frames", type=int, default=None, help="frames to generate (default: all pose frames)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale; <= 1 disables it")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (CPU generator: same noise on any device)")
+    p.add_argument("--context-frames", type=int, default=48, help="frames per context window (default 48)")
+    p.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
+    p.add_argument("--context-schedule", choices=["uniform", "static"], default="uniform",
+                   help="uniform = the original (last window wraps to frame 0); static = last window slides back")
+    p.add_argument("--context-batch-size", type=int, default=1, help="windows per UNet call")
+    p.add_argument("--blend", choices=["flat", "pyramid"], default="flat", help="overlap blending")
+    p.add_argument("--scheduler", choices=["ddim", "euler", "unipc", "dpmpp_2m"], default="ddim")
+    p.add_argument("--cfg-mode", choices=["batched", "sequential"], default="batched",
+                   help="sequential runs the two guidance halves one after the other (less memory)")
+    p.add_argument("--aspect", choices=["stretch", "crop", "pad"], default="stretch",
+                   help="how pose frames/reference of another aspect ratio are fitted to W x H")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--offload", choices=["none", "model"], default="none",
+                   help="model: keep each network on the device only while it runs")
+    p.add_argument("--decode-chunk", type=int, default=8, help="frames decoded per VAE call")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the pose video's, else 12)")
+    p.add_argument("--out", default="outputs/musepose.mp4", help="output .mp4 path")
+    p.add_argument("--save-array", default=None,
+                   help="also write the frames as float32 [frames, height, width, 3] in [0, 1] (.npy)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m musepose", description="MusePose Express engine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="reference image + pose frames (or a driving video) -> video")
+    gen.add_argument("--weights-dir", required=True, help="MusePose weights folder (official or converted layout)")
+    gen.add_argument("--ref", required=True, help="reference image")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--poses", help="pose renders: a folder of images or a video file")
+    source.add_argument("--driving-video", help="a dance video: DWPose extraction + alignment + drawing first")
+    gen.add_argument("--dwpose-dir", default=None, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
+                     "(needed with --driving-video)")
+    _add_sampling_args(gen)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on the bundled tiny weights and sample")
+    demo.add_argument("--out", default="outputs/demo.mp4")
+    demo.add_argument("--save-array", default=None)
+    demo.add_argument("--steps", type=int, default=3)
+
+    conv = sub.add_parser("convert", help="official checkpoints -> compact fp16 .safetensors per component")
+    conv.add_argument("--weights-dir", required=True)
+    conv.add_argument("--out", required=True)
+    conv.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+
+    for hook in (_pose_hook, _plan_hook):
+        hook(sub)
+    return parser
+
+
+def _pose_hook(sub) -> None:
+    try:
+        from .pose.cli import add_pose_subcommands
+    except ImportError:
+        return
+    add_pose_subcommands(sub)
+
+
+def _plan_hook(sub) -> None:
+    try:
+        from .perf.cli import add_plan_subcommand
+    except ImportError:
+        return
+    add_plan_subcommand(sub)
+
+
+class _ProgressBar:
+    """A tqdm bar fed by the pipeline's (done, total) callback."""
+
+    def __init__(self, desc: str):
+        from tqdm.auto import tqdm
+
+        self._tqdm, self._bar, self.desc = tqdm, None, desc
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = self._tqdm(total=total, desc=self.desc, unit="win", file=sys.stderr)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self._bar.close()
+
+
+def run_generate(args) -> int:
+    import torch
+
+    from .device import peak_memory_report, resolve_device, resolve_dtype
+    from .pipeline import EnginePlacement, MusePosePipeline, SamplingSettings
+    from .video import read_frames, read_image_rgb, write_mp4
+    from .weights import load_models
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if device.type == "cpu" and dtype == torch.float16:
+        logging.warning("fp16 on the CPU is slow and some ops lack fp16 kernels; fp32 or bf16 is recommended")
+    reference = read_image_rgb(args.ref)
+    fps = args.fps
+    if args.poses:
+        poses, source_fps = read_frames(args.poses, max_frames=args.frames)
+    else:
+        if not args.dwpose_dir:
+            raise SystemExit("--driving-video needs --dwpose-dir (folder with yolox_l.onnx and dw-ll_ucoco_384.onnx)")
+        from .pose.cli import driving_video_to_pose_frames
+
+        poses, source_fps = driving_video_to_pose_frames(args.dwpose_dir, reference, args.driving_video,
+                                                         args.width, args.height)
+        if args.frames:
+            poses = poses[: args.frames]
+    fps = fps or source_fps or 12.0
+
+    started = time.perf_counter()
+    load_device = device if args.offload == "none" else torch.device("cpu")
+    models = load_models(args.weights_dir, dtype=dtype, device=load_device)
+    print(f"loaded weights from {args.weights_dir} as {args.dtype} in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
+    pipe = MusePosePipeline(models, placement=EnginePlacement(device, offload=args.offload))
+    settings = SamplingSettings(
+        width=args.width, height=args.height, num_frames=args.frames, steps=args.steps, guidance=args.cfg,
+        seed=args.seed, context_frames=args.context_frames, context_overlap=args.context_overlap,
+        context_schedule=args.context_schedule, context_batch_size=args.context_batch_size, blend=args.blend,
+        scheduler=args.scheduler, aspect=args.aspect, cfg_mode=args.cfg_mode)
+    latents = pipe.sample(reference, poses, settings, progress=_ProgressBar("sampling"))
+    video = pipe.decode(latents, args.decode_chunk)
+    array = video.numpy().astype(np.float32)
+    out = write_mp4(array, args.out, fps=fps)
+    if args.save_array:
+        Path(args.save_array).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.save_array, array)
+    steps = pipe.stats.seconds_per_step
+    print(f"wrote {out} ({array.shape[0]} frames, {array.shape[2]}x{array.shape[1]}, {fps:g} fps)")
+    print(f"time per step {np.mean(steps):.3f} s over {len(steps)} steps; reference {pipe.stats.reference_seconds:.2f} s; "
+          f"decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
+    return 0
+
+
+def run_demo(args) -> int:
+    weights = BUNDLED / "pretrained_weights"
+    sample = BUNDLED / "vector_a" / "inputs"
+    if not weights.is_dir():
+        raise SystemExit(f"bundled demo data not found at {BUNDLED}: run from a full clone of the repository")
+    print("demo: bundled TINY RANDOM weights (stand-ins, not the real MusePose): the video shows noise-like "
+          "colours, not a dancing person. See README for the real weights.", file=sys.stderr)
+    argv = ["generate", "--weights-dir", str(weights), "--ref", str(sample / "ref.png"), "--poses", str(sample / "pose"),
+            "--width", "96", "--height", "96", "--steps", str(args.steps), "--cfg", "3.5", "--seed", "42",
+            "--context-frames", "8", "--context-overlap", "4", "--dtype", "fp32", "--device", "cpu",
+            "--out", args.out, "--fps", "8"]
+    if args.save_array:
+        argv += ["--save-array", args.save_array]
+    return main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .pipeline.preprocess import InputError
+    from .video import VideoReadError
+    from .weights.errors import CheckpointError
+
+    try:
+        if args.command == "generate":
+            return run_generate(args)
+        if args.command == "demo":
+            return run_demo(args)
+        if args.command == "convert":
+            from .weights.convert import convert_weights
+
+            convert_weights(args.weights_dir, args.out, args.dtype)
+            return 0
+        return args.func(args)
+    except (CheckpointError, InputError, VideoReadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
