@@ -141,3 +141,28 @@ def test_bf16_is_close_to_fp32(vector_a_inputs, vector_a_run):
     assert latents.dtype == torch.float32
     # bf16 keeps 8 mantissa bits; on the chaotic tiny net the final latents stay within 10 % of their range.
     assert max_abs(latents, trace["final_latents"]) <= 0.1 * trace["final_latents"].abs().max().item()
+
+
+def test_progress_counts_steps_times_windows_and_interrupt_stops_between_windows(tiny_models, vector_a_inputs):
+    from musepose.pipeline import MusePosePipeline
+
+    pipe = MusePosePipeline(tiny_models)
+    seen = []
+    pipe.sample(*vector_a_inputs, vector_a_settings(), progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 6) for i in range(1, 7)]  # 3 steps x 2 windows
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def interrupt():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        pipe.sample(*vector_a_inputs, vector_a_settings(), check_interrupt=interrupt)
+    # the pipeline is reusable after an interrupt
+    again = pipe.sample(*vector_a_inputs, vector_a_settings(steps=1))
+    assert torch.isfinite(again).all()
