@@ -89,7 +89,7 @@ def vae_image_tensor(reference: np.ndarray, width: int, height: int, mode: str =
 
 
 class PoseFrames:
-    """The pose renders of a video, kept as uint8 ``[F, H, W, 3]`` on the CPU and resized on demand.
+    """The pose renders of a video, kept as uint8 ``[F, H, W, 3]`` on the CPU at the target size.
 
     Only the frames of the current window are turned into float tensors, so a long video never sits
     on the GPU (the original converts and runs the whole video through the pose guider at once).
@@ -113,20 +113,22 @@ class PoseFrames:
             if not np.isfinite(frames).all():
                 raise InputError("the pose frames contain NaN or infinite values")
             frames = (np.clip(frames[..., :3].astype(np.float32), 0, 1) * 255.0 + 0.5).astype(np.uint8)
-        self.frames = frames[..., :3]
+        frames = frames[..., :3]
         self.width, self.height, self.mode = width, height, mode
-        src_h, src_w = self.frames.shape[1:3]
+        src_h, src_w = frames.shape[1:3]
         if (src_w, src_h) != (width, height):
             aspect_note = ""
             if mode == "stretch" and not math.isclose(src_w / src_h, width / height, rel_tol=0.01):
                 aspect_note = " (aspect ratio differs: the poses are stretched; use aspect mode crop or pad to avoid it)"
             logger.warning("pose frames are %dx%d; resizing them to %dx%d with %s%s", src_w, src_h, width, height,
                            mode, aspect_note)
+            # Once, up front: every window of every step reads these frames again.
+            frames = np.stack([fit_frame(f, width, height, mode) for f in frames])
+        self.frames = np.ascontiguousarray(frames)
 
     def __len__(self) -> int:
         return self.frames.shape[0]
 
     def tensor(self, indices: list[int]) -> torch.Tensor:
         """``(len(indices), 3, H, W)`` float32 in [0, 1]."""
-        batch = np.stack([fit_frame(self.frames[i], self.width, self.height, self.mode) for i in indices])
-        return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+        return torch.from_numpy(self.frames[indices]).permute(0, 3, 1, 2).float().div_(255.0)
