@@ -126,9 +126,8 @@ def run_generate(args) -> int:
         from .pose.cli import driving_video_to_pose_frames
 
         poses, source_fps = driving_video_to_pose_frames(args.dwpose_dir, reference, args.driving_video,
-                                                         args.width, args.height)
-        if args.frames:
-            poses = poses[: args.frames]
+                                                         args.width - args.width % 8, args.height - args.height % 8,
+                                                         ref_fit=args.aspect, max_frames=args.frames)
     fps = fps or source_fps or 12.0
 
     started = time.perf_counter()

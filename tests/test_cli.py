@@ -61,3 +61,25 @@ def test_missing_weights_message(tmp_path):
                      check=False)
     assert result.returncode == 2
     assert "MusePose/denoising_unet.pth" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_from_a_driving_video(tmp_path):
+    """extract (DWPose stand-ins) -> align -> draw -> generate, in one command."""
+    from musepose.video import write_mp4
+
+    video = write_mp4(np.random.default_rng(1).random((6, 128, 96, 3)).astype(np.float32), tmp_path / "dance.mp4", fps=10)
+    out = tmp_path / "out.mp4"
+    array_path = tmp_path / "out.npy"
+    run_cli("generate", "--weights-dir", str(WEIGHTS), "--ref", str(VECTOR_A / "inputs" / "ref.png"),
+            "--driving-video", str(video), "--dwpose-dir", str(REPO / "tests" / "fixtures" / "dwpose-tiny"),
+            "--width", "96", "--height", "96", "--frames", "5", "--steps", "1", "--context-frames", "4",
+            "--context-overlap", "1", "--device", "cpu", "--out", str(out), "--save-array", str(array_path))
+    frames = np.load(array_path)
+    assert frames.shape == (5, 96, 96, 3) and np.isfinite(frames).all()
+    assert out.stat().st_size > 500
+
+
+def test_driving_video_needs_the_dwpose_folder(tmp_path):
+    result = run_cli("generate", "--weights-dir", str(WEIGHTS), "--ref", str(VECTOR_A / "inputs" / "ref.png"),
+                     "--driving-video", str(tmp_path / "x.mp4"), "--device", "cpu", check=False)
+    assert result.returncode != 0 and "--dwpose-dir" in result.stderr

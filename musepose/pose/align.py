@@ -123,7 +123,7 @@ class AlignOptions:
     ref_fit: str = "stretch"
     smooth: bool = False
     smooth_min_cutoff: float = 1.5
-    smooth_beta: float = 0.5
+    smooth_beta: float = 8.0
     fps: float = 30.0
     threshold: float = VISIBLE_THRESHOLD
 

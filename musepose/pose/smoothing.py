@@ -18,7 +18,7 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
 
 
 def one_euro(values: np.ndarray, visible: np.ndarray, fps: float, min_cutoff: float = 1.5,
-             beta: float = 0.5, d_cutoff: float = 1.0) -> np.ndarray:
+             beta: float = 8.0, d_cutoff: float = 1.0) -> np.ndarray:
     """Filter ``values [T, K, D]`` along time; ``visible [T, K]`` marks samples to use.
 
     Units: cutoffs in Hz; ``beta`` scales the speed (in value units per second) added to the cutoff.
