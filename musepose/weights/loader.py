@@ -174,13 +174,15 @@ def fill_module(module: nn.Module, sources: list[Source], dtype: torch.dtype, de
     return module
 
 
-def _expect_identity(reader: StateDictReader, slot: str, accepted: set[str]) -> None:
+def _open_checked(path: Path, slot: str, expected_kind: str) -> StateDictReader:
+    """Open a checkpoint and make sure its keys say it is what this slot needs."""
+    reader = StateDictReader(path)
     kind = identify(reader.keys())
-    if kind not in accepted:
-        wanted = DESCRIPTIONS.get(next(iter(accepted)), slot)
+    if kind != expected_kind:
         raise WrongCheckpointError(
             f"{reader.path} was given as the {slot}, but its keys say it is {DESCRIPTIONS.get(kind, kind)}; "
-            f"expected {wanted}")
+            f"expected {DESCRIPTIONS.get(expected_kind, slot)}")
+    return reader
 
 
 def _read_json(path: Path | None, default: dict | None, what: str) -> dict:
@@ -227,32 +229,23 @@ def load_models(paths: WeightPaths | str | Path, dtype: torch.dtype = torch.floa
     unet_config = UNetConfig.from_dict(_read_json(paths.unet_config, SD15_UNET.unet2d_kwargs(), "base UNet"))
     models = MusePoseModels(dtype=dtype)
 
-    if "reference_unet" in components:
-        reader = StateDictReader(paths.reference_unet)
-        _expect_identity(reader, "reference UNet (reference_unet.pth)", {"reference_unet"})
-        module = build_models(unet_config, components=["reference_unet"]).reference_unet
-        models.reference_unet = fill_module(module, [Source(reader)], dtype, device, what="reference UNet")
+    for name, label in (("reference_unet", "reference UNet"), ("pose_guider", "pose guider")):
+        if name in components:
+            reader = _open_checked(getattr(paths, name), f"{label} ({name}.pth)", name)
+            module = getattr(build_models(unet_config, components=[name]), name)
+            setattr(models, name, fill_module(module, [Source(reader)], dtype, device, what=label))
 
     if "denoising_unet" in components:
-        reader = StateDictReader(paths.denoising_unet)
-        _expect_identity(reader, "denoising UNet (denoising_unet.pth)", {"denoising_unet"})
-        motion = StateDictReader(paths.motion_module)
-        _expect_identity(motion, "motion module (motion_module.pth)", {"motion_module"})
+        reader = _open_checked(paths.denoising_unet, "denoising UNet (denoising_unet.pth)", "denoising_unet")
+        motion = _open_checked(paths.motion_module, "motion module (motion_module.pth)", "motion_module")
         module = build_models(unet_config, components=["denoising_unet"]).denoising_unet
         models.denoising_unet = fill_module(
             module, [Source(motion, rename=motion_key, ignore=is_motion_pe_key), Source(reader)], dtype, device,
             derived=lambda name, shape: _derived_motion_pe(name, shape) if name.endswith("pos_embed.pe") else None,
             what="denoising UNet")
 
-    if "pose_guider" in components:
-        reader = StateDictReader(paths.pose_guider)
-        _expect_identity(reader, "pose guider (pose_guider.pth)", {"pose_guider"})
-        module = build_models(unet_config, components=["pose_guider"]).pose_guider
-        models.pose_guider = fill_module(module, [Source(reader)], dtype, device, what="pose guider")
-
     if "image_encoder" in components:
-        reader = StateDictReader(paths.image_encoder)
-        _expect_identity(reader, "CLIP image encoder", {"clip_vision"})
+        reader = _open_checked(paths.image_encoder, "CLIP image encoder", "clip_vision")
         config = (_read_json(paths.image_encoder_config, None, "image encoder") if paths.image_encoder_config
                   else infer_clip_config(reader.shapes()))
         with torch.device("meta"):
@@ -262,8 +255,7 @@ def load_models(paths: WeightPaths | str | Path, dtype: torch.dtype = torch.floa
             what="CLIP image encoder")
 
     if "vae" in components:
-        reader = StateDictReader(paths.vae)
-        _expect_identity(reader, "VAE", {"vae"})
+        reader = _open_checked(paths.vae, "VAE", "vae")
         config = _read_json(paths.vae_config, SD_VAE_FT_MSE, "VAE")
         with torch.device("meta"):
             module = build_vae(config)
