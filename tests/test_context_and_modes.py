@@ -1,6 +1,7 @@
 """Context windows, blending, and the sampling options beyond the original."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,14 @@ def test_progress_counts_steps_times_windows_and_interrupt_stops_between_windows
     # the pipeline is reusable after an interrupt
     again = pipe.sample(*vector_a_inputs, vector_a_settings(steps=1))
     assert torch.isfinite(again).all()
+
+
+def test_pipelines_sharing_one_model_set_do_not_interfere(tiny_models, vector_a_inputs, vector_a_run):
+    """A model cache hands the same loaded models to several pipelines; each run must read its own reference."""
+    from musepose.pipeline import MusePosePipeline
+
+    trace, _, _ = vector_a_run
+    first, second = MusePosePipeline(tiny_models), MusePosePipeline(tiny_models)
+    other_reference = np.ascontiguousarray(vector_a_inputs[0][::-1])
+    second.sample(other_reference, vector_a_inputs[1], vector_a_settings(steps=1))
+    assert max_abs(first.sample(*vector_a_inputs, vector_a_settings()), trace["final_latents"]) <= 1e-6

@@ -109,13 +109,21 @@ class MusePosePipeline:
         self.device = self.placement.device
         self.dtype = models.dtype
         self.state = ReferenceAttentionState(feature_dtype=torch.float16 if self.dtype == torch.float32 else None)
-        if models.reference_unet is not None:
-            install_reference_processors(models.reference_unet, self.state, "write",
-                                         spatial_self_attention_names(models.reference_unet))
-        if models.denoising_unet is not None:
-            install_reference_processors(models.denoising_unet, self.state, "read",
-                                         spatial_self_attention_names(models.denoising_unet))
+        self._attention_sites = [(unet, mode, spatial_self_attention_names(unet))
+                                 for unet, mode in ((models.reference_unet, "write"), (models.denoising_unet, "read"))
+                                 if unet is not None]
+        self._bind_processors()
         self.stats = SamplingStats()
+
+    def _bind_processors(self) -> None:
+        """Point the UNets' reference-attention processors at this pipeline's state.
+
+        Several pipelines may share one loaded model set (a model cache does exactly that); the processors
+        are bound when a pipeline runs, so each run reads the features its own reference wrote.
+        """
+        for unet, mode, names in self._attention_sites:
+            if getattr(unet.get_submodule(names[0]).processor, "state", None) is not self.state:
+                install_reference_processors(unet, self.state, mode, names)
 
     # -- stages ---------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -123,6 +131,7 @@ class MusePosePipeline:
                          trace: dict | None = None) -> torch.Tensor:
         """CLIP embedding + reference features. Returns the ``(1, 1, D)`` conditional CLIP embedding."""
         m = self.models
+        self._bind_processors()
         reference = to_uint8_rgb(reference)
         pixels = clip_pixel_values(reference)
         with self.placement.use(m.image_encoder):
@@ -247,6 +256,7 @@ class MusePosePipeline:
 
     def _unet(self, x, t, encoder_states, pose_features, num_uncond: int) -> torch.Tensor:
         """One denoising-UNet call; the first ``num_uncond`` (batch*frame) entries skip the reference."""
+        self._bind_processors()
         self.state.reading = True
         self.state.num_uncond = num_uncond
         try:
