@@ -35,6 +35,9 @@ from .schedulers import SCHEDULERS, make_scheduler
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+#: ``on_step(step, total_steps, denoised)``: after each scheduler step, with the scheduler's estimate of the
+#: clean latents ``(1, 4, F, h, w)`` (float32, CPU; previews show it).
+StepCallback = Callable[[int, int, torch.Tensor], None]
 CFG_MODES = ("batched", "sequential")
 
 
@@ -166,7 +169,7 @@ class MusePosePipeline:
     @torch.no_grad()
     def sample(self, reference, pose_frames, settings: SamplingSettings,
                progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
-               trace: dict | None = None) -> torch.Tensor:
+               trace: dict | None = None, on_step: StepCallback | None = None) -> torch.Tensor:
         """Denoised latents ``(1, 4, F, H/8, W/8)`` float32 on the CPU (before the 1/0.18215 scaling)."""
         if not isinstance(pose_frames, PoseFrames):
             n = len(pose_frames) if not isinstance(pose_frames, (np.ndarray, torch.Tensor)) else pose_frames.shape[0]
@@ -222,7 +225,11 @@ class MusePosePipeline:
                 if cfg:
                     uncond, text = noise_pred.chunk(2)
                     noise_pred = uncond + settings.guidance * (text - uncond)
-                latents = scheduler.step(noise_pred, t, latents).prev_sample
+                step_output = scheduler.step(noise_pred, t, latents)
+                latents = step_output.prev_sample
+                if on_step is not None:
+                    denoised = getattr(step_output, "pred_original_sample", None)
+                    on_step(step_index + 1, len(scheduler.timesteps), latents if denoised is None else denoised)
                 if trace is not None:
                     trace["noise_pred_steps"].append(noise_pred.clone())
                     trace["latents_steps"].append(latents.clone())

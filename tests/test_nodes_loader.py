@@ -1,0 +1,181 @@
+"""Model Loader: folders, the official layout, missing-file errors, mocked download, the model cache."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from test_nodes_support import TINY_LAYOUT, WEIGHTS, load_pack, place_tiny_weights
+
+
+@pytest.fixture()
+def env(tmp_path):
+    pack = load_pack()
+    host = pack.nodes.host
+    models = tmp_path / "models"
+    models.mkdir()
+    host.add_standalone_model_root(str(models))
+    pack.nodes.model_cache.MODEL_CACHE.clear()
+    yield pack, models
+    host.remove_standalone_model_root(str(models))
+    pack.nodes.model_cache.MODEL_CACHE.clear()
+
+
+def count_disk_loads(pack, monkeypatch) -> list:
+    """Wrap the engine's load_models to count reads from disk."""
+    import importlib
+
+    loader_mod = importlib.import_module(pack.__name__ + ".musepose.weights")
+    calls = []
+    original = loader_mod.load_models
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loader_mod, "load_models", counting)
+    return calls
+
+
+def test_second_load_reuses_models_without_reading_weights(env, monkeypatch):
+    pack, models = env
+    place_tiny_weights(models)
+    calls = count_disk_loads(pack, monkeypatch)
+    loader = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]()
+    (first,) = loader.load(precision="fp32")
+    (second,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32", attention="sdpa")
+    assert len(calls) == 1
+    assert second.loaded is first.loaded and second.models.denoising_unet is first.models.denoising_unet
+    # another dtype is another entry (and evicts the first: capacity 1)
+    (half,) = loader.load(precision="bf16")
+    assert len(calls) == 2 and half.dtype == torch.bfloat16
+    assert next(half.models.denoising_unet.parameters()).dtype == torch.bfloat16
+    assert len(pack.nodes.model_cache.MODEL_CACHE) == 1
+
+
+def test_changed_file_reloads_and_changes_is_changed(env, monkeypatch):
+    pack, models = env
+    place_tiny_weights(models, copy=True)
+    calls = count_disk_loads(pack, monkeypatch)
+    cls = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]
+    before = cls.IS_CHANGED(precision="fp32")
+    cls().load(precision="fp32")
+    target = models / "musepose" / "pose_guider.pth"
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cls.IS_CHANGED(precision="fp32") != before
+    cls().load(precision="fp32")
+    assert len(calls) == 2
+
+
+def test_auto_precision_is_fp32_on_cpu(env):
+    pack, models = env
+    place_tiny_weights(models)
+    (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load()
+    assert model.dtype == torch.float32 and model.device.type == "cpu"
+
+
+def test_missing_files_are_all_named_with_their_folder(env):
+    pack, models = env
+    layout = {k: v for k, v in TINY_LAYOUT.items() if "pose_guider" not in k and not k.startswith("vae/")}
+    place_tiny_weights(models, layout)
+    with pytest.raises(FileNotFoundError) as info:
+        pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load()
+    message = str(info.value)
+    assert f"pose_guider: put pose_guider.pth (or .safetensors) in {models / 'musepose'}" in message
+    assert f"vae: put sd-vae-ft-mse/diffusion_pytorch_model.safetensors + config.json" in message
+    assert str(models / "vae") in message
+    assert "denoising_unet:" not in message and "image_encoder:" not in message
+    assert "download_missing" in message
+
+
+def test_official_pretrained_weights_folder_in_models_musepose(env):
+    pack, models = env
+    (models / "musepose").mkdir()
+    os.symlink(WEIGHTS, models / "musepose" / "pretrained_weights")
+    (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32")
+    files = model.loaded.files
+    assert files["denoising_unet"].endswith("pretrained_weights/MusePose/denoising_unet.pth")
+    assert files["vae"].endswith("pretrained_weights/sd-vae-ft-mse/diffusion_pytorch_model.bin")
+    assert files["image_encoder_config"].endswith("pretrained_weights/image_encoder/config.json")
+
+
+def test_weights_path_widget(env, tmp_path):
+    pack, _ = env
+    (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(weights_path=str(WEIGHTS), precision="fp32")
+    assert model.loaded.files["pose_guider"] == str(WEIGHTS / "MusePose" / "pose_guider.pth")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(weights_path=str(tmp_path / "nope"))
+
+
+def test_vae_and_encoder_combos_list_files_and_resolve(env):
+    pack, models = env
+    place_tiny_weights(models)
+    required = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"].INPUT_TYPES()["required"]
+    assert required["vae"][0] == ["auto", "sd-vae-ft-mse/diffusion_pytorch_model.bin"]
+    assert "sd-image-variations-diffusers/image_encoder/pytorch_model.bin" in required["image_encoder"][0]
+    (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(
+        vae="sd-vae-ft-mse/diffusion_pytorch_model.bin",
+        image_encoder="sd-image-variations-diffusers/image_encoder/pytorch_model.bin", precision="fp32")
+    assert model.loaded.files["vae_config"].endswith("sd-vae-ft-mse/config.json")
+
+
+def test_download_missing_with_a_mocked_hub(env):
+    """Only the missing slots are fetched, into the documented folders, then the set loads."""
+    pack, models = env
+    layout = {k: v for k, v in TINY_LAYOUT.items() if not k.startswith(("vae/", "musepose/motion_module"))}
+    place_tiny_weights(models, layout)
+    fixture_for = {("TMElyralab/MusePose", "MusePose/motion_module.pth"): "MusePose/motion_module.pth",
+                   ("stabilityai/sd-vae-ft-mse", "config.json"): "sd-vae-ft-mse/config.json",
+                   ("stabilityai/sd-vae-ft-mse", "diffusion_pytorch_model.safetensors"): None}
+    requested = []
+
+    def fake_hub(repo_id, filename, local_dir):
+        requested.append((repo_id, filename))
+        dest = os.path.join(local_dir, filename)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        source = fixture_for[(repo_id, filename)]
+        if source is None:  # the hub's VAE is safetensors: write the fixture's tensors that way
+            from safetensors.torch import save_file
+
+            state = torch.load(WEIGHTS / "sd-vae-ft-mse" / "diffusion_pytorch_model.bin", weights_only=True)
+            save_file({k: v.contiguous() for k, v in state.items()}, dest)
+        else:
+            shutil.copyfile(WEIGHTS / source, dest)
+        return dest
+
+    loader = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]()
+    with pytest.raises(FileNotFoundError):
+        loader.load(precision="fp32")
+    (model,) = loader.load(precision="fp32", download_missing=True, hub_download=fake_hub)
+    assert sorted(requested) == sorted(fixture_for)
+    assert (models / "musepose" / "MusePose" / "motion_module.pth").is_file()
+    assert model.loaded.files["vae"] == str(models / "vae" / "sd-vae-ft-mse" / "diffusion_pytorch_model.safetensors")
+
+
+def test_download_plan_brings_the_unet_config_with_a_unet(env):
+    pack, _ = env
+    plan = pack.nodes.download.plan(["denoising_unet"])
+    assert [(f.repo_id, f.filename) for f in plan] == [
+        ("TMElyralab/MusePose", "MusePose/denoising_unet.pth"),
+        ("lambdalabs/sd-image-variations-diffusers", "unet/config.json")]
+
+
+def test_unknown_options_are_refused(env):
+    pack, models = env
+    place_tiny_weights(models)
+    loader = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]()
+    with pytest.raises(ValueError, match="offload"):
+        loader.load(offload="sometimes")
+    with pytest.raises(ValueError, match="not installed"):
+        loader.load(attention="flash_nonexistent")
+
+
+def test_lowvram_without_comfyui_falls_back_to_model_offload(env, caplog):
+    pack, models = env
+    place_tiny_weights(models)
+    with caplog.at_level("WARNING"):
+        (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32", offload="lowvram")
+    assert model.placement.offload == "model" and "needs ComfyUI" in caplog.text

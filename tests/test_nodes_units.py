@@ -1,0 +1,156 @@
+"""Node definitions and the small helpers behind the nodes (no weights needed)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from test_nodes_support import load_pack
+
+OUR_IDS = ("MusePoseModelLoader", "MusePoseSampler", "MusePoseDecode")
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack()
+
+
+def test_stable_ids_category_description_and_tooltips(pack):
+    for node_id in OUR_IDS:
+        cls = pack.NODE_CLASS_MAPPINGS[node_id]
+        assert cls.CATEGORY == "MusePose"
+        assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+        assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("MusePose ")
+        assert callable(getattr(cls, cls.FUNCTION))
+        for group in cls.INPUT_TYPES().values():
+            for name, spec in group.items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
+
+
+def test_option_lists_match_the_engine(pack):
+    import importlib
+
+    options = pack.nodes.options
+    pipeline = importlib.import_module(pack.__name__ + ".musepose.pipeline")
+    sampler = importlib.import_module(pack.__name__ + ".musepose.pipeline.sampler")
+    preprocess = importlib.import_module(pack.__name__ + ".musepose.pipeline.preprocess")
+    assert tuple(options.SCHEDULERS) == tuple(pipeline.SCHEDULERS)
+    assert tuple(options.CONTEXT_SCHEDULES) == tuple(pipeline.SCHEDULES)
+    assert tuple(options.BLENDS) == tuple(pipeline.BLENDS)
+    assert tuple(options.ASPECT_MODES) == tuple(preprocess.ASPECT_MODES)
+    assert tuple(options.CFG_MODES) == tuple(sampler.CFG_MODES)
+    required = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"].INPUT_TYPES()["required"]
+    assert required["scheduler"][1]["default"] == "ddim"
+    assert required["seed"][1]["control_after_generate"] is True
+
+
+def test_layer_swap_keeps_parameters_and_output():
+    from test_nodes_support import load_pack
+
+    swap = load_pack().nodes.layer_swap
+
+    class CastLinear(nn.Linear):
+        calls = 0
+
+        def forward(self, x):
+            CastLinear.calls += 1
+            return super().forward(x)
+
+    class CastNorm(nn.GroupNorm):
+        pass
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.GroupNorm(2, 8), nn.GroupNorm(2, 8, affine=False), nn.Linear(8, 2))
+    x = torch.randn(3, 4)
+    before = model(x)
+    weight = model[0].weight
+    count = swap.swap_layer_classes(model, {nn.Linear: CastLinear, nn.GroupNorm: CastNorm})
+    assert count == 3  # the non-affine norm has nothing to stream
+    assert type(model[0]) is CastLinear and type(model[1]) is CastNorm and type(model[2]) is nn.GroupNorm
+    assert model[0].weight is weight
+    assert torch.equal(model(x), before) and CastLinear.calls == 2
+    assert swap.unstreamable_modules(model, (CastLinear, CastNorm)) == []
+    with pytest.raises(TypeError):
+        swap.swap_layer_classes(nn.Sequential(nn.Conv2d(1, 1, 1)), {nn.Conv2d: CastLinear})
+
+
+def test_attention_backend_routes_and_restores(pack, monkeypatch):
+    attention = pack.nodes.attention
+    import torch.nn.functional as F
+
+    seen = []
+
+    def fake_factory():
+        def kernel(q, k, v, scale):
+            seen.append(q.shape)
+            return torch.zeros_like(q)
+
+        return kernel, lambda q: q.shape[-1] == 8
+
+    monkeypatch.setitem(attention.BACKENDS, "fake", ("torch", fake_factory))
+    assert "fake" in attention.available_backends() and attention.available_backends()[0] == "sdpa"
+    original = F.scaled_dot_product_attention
+    q = torch.randn(1, 2, 5, 8)
+    with attention.attention_backend("fake"):
+        assert torch.equal(F.scaled_dot_product_attention(q, q, q), torch.zeros_like(q))
+        masked = F.scaled_dot_product_attention(q, q, q, is_causal=True)  # unsupported -> SDPA
+        other = torch.randn(1, 2, 5, 6)
+        plain = F.scaled_dot_product_attention(other, other, other)  # head size refused -> SDPA
+    assert F.scaled_dot_product_attention is original and len(seen) == 1
+    assert torch.allclose(masked, original(q, q, q, is_causal=True))
+    assert torch.allclose(plain, original(other, other, other))
+    with pytest.raises(ValueError):
+        with attention.attention_backend("nope"):
+            pass
+
+
+def test_preview_keeps_the_first_frame_of_the_latest_step(pack):
+    preview = pack.nodes.preview
+    shown = []
+    latest = preview.LatestPreview(lambda latents: shown.append(latents) or "jpeg")
+    assert latest.enabled and latest.image() is None
+    for k in range(3):
+        latest.on_step(k + 1, 3, torch.full((1, 4, 5, 2, 2), float(k)))
+    assert latest.image() == "jpeg" and shown[-1].shape == (1, 4, 2, 2) and shown[-1][0, 0, 0, 0] == 2.0
+    assert not preview.LatestPreview(None).enabled and preview.LatestPreview(None).image() is None
+
+
+def test_latent_layout_round_trip(pack):
+    """Sampler output is ComfyUI's raw-VAE LATENT [F, 4, h, w]; Decode brings it back to the engine's scale."""
+    engine = torch.randn(1, 4, 5, 3, 2)
+    latent = pack.nodes.preview.engine_to_latent(engine)
+    assert latent.shape == (5, 4, 3, 2)
+    assert torch.allclose(latent[2], engine[0, :, 2] / 0.18215)
+    assert torch.allclose(pack.nodes.decode_node.to_engine_latents(latent), engine, atol=1e-6)
+
+
+def test_memory_estimates_scale_with_one_window_not_the_video(pack):
+    memory = pack.nodes.memory
+    full, minimum = memory.window_memory(512, 512, 48, 1, 3.5, "batched", torch.float16)
+    sequential, _ = memory.window_memory(512, 512, 48, 1, 3.5, "sequential", torch.float16)
+    fp32, _ = memory.window_memory(512, 512, 48, 1, 3.5, "batched", torch.float32)
+    assert minimum == sequential < full and fp32 == 2 * full
+    assert 2 * 2**30 < full < 32 * 2**30  # SD1.5 at 512x512, 48-frame window, CFG: several GiB
+    assert memory.auto_decode_chunk(10**15, 512, 512, 30, torch.float16) == 30
+    assert memory.auto_decode_chunk(0, 512, 512, 30, torch.float16) == 1
+    per_frame = memory.vae_decode_memory(512, 512, 1, torch.float16)
+    assert memory.auto_decode_chunk(per_frame * 7 + 1, 512, 512, 30, torch.float16) == 7
+
+
+def test_model_cache_capacity_and_eviction(pack):
+    cache_mod = pack.nodes.model_cache
+    closed = []
+
+    class Item:
+        def __init__(self, n):
+            self.n = n
+
+        def close(self):
+            closed.append(self.n)
+
+    cache = cache_mod.ModelCache(capacity=1)
+    a = cache.get_or_load("a", lambda: Item(1))
+    assert cache.get_or_load("a", lambda: Item(99)) is a and cache.loads == 1 and cache.hits == 1
+    cache.get_or_load("b", lambda: Item(2))
+    assert closed == [1] and len(cache) == 1 and cache.loads == 2

@@ -1,0 +1,136 @@
+"""The three model nodes end to end on the tiny weights, placed in the documented ComfyUI folders.
+
+Tolerances: final latents within 1e-3 of vector A (the engine's own bound; measured ~5e-5), the decoded
+video within 2.5e-4 (the engine's bound for the video).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from test_nodes_support import VECTOR_A, VECTOR_A_SAMPLER, load_pack, max_abs, place_tiny_weights, vector_a_images
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    pack = load_pack()
+    host = pack.nodes.host
+    models = place_tiny_weights(tmp_path_factory.mktemp("comfy") / "models")
+    host.add_standalone_model_root(str(models))
+    yield pack
+    host.remove_standalone_model_root(str(models))
+    pack.nodes.model_cache.MODEL_CACHE.clear()
+
+
+@pytest.fixture(scope="module")
+def run(pack):
+    nodes = pack.NODE_CLASS_MAPPINGS
+    (model,) = nodes["MusePoseModelLoader"]().load(precision="fp32")
+    reference, poses = vector_a_images()
+    (latent,) = nodes["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
+    return model, latent
+
+
+def test_sampler_node_matches_vector_a(run):
+    _, latent = run
+    samples = latent["samples"]
+    assert samples.shape == (12, 4, 12, 12) and samples.dtype == torch.float32 and samples.device.type == "cpu"
+    expected = np.load(VECTOR_A / "final_latents.npy")  # (1, 4, F, h, w), sampling scale (x0.18215)
+    # The LATENT holds raw VAE latents (ComfyUI's convention); back in the sampling scale the fixture's
+    # tolerance applies unchanged.
+    assert max_abs(samples * 0.18215, expected[0].transpose(1, 0, 2, 3)) <= 1e-3
+
+
+@pytest.mark.parametrize("chunk_size", [0, 5, 1])
+def test_decode_node_matches_vector_a_video(pack, run, chunk_size):
+    model, latent = run
+    (images,) = pack.NODE_CLASS_MAPPINGS["MusePoseDecode"]().decode(model, latent, chunk_size, False)
+    expected = np.load(VECTOR_A / "video.npy")[0].transpose(1, 2, 3, 0)  # (F, H, W, 3)
+    assert images.shape == (12, 96, 96, 3)
+    assert max_abs(images, expected) <= 2.5e-4
+
+
+def test_decode_tiling_is_applied_then_restored(pack, run):
+    """The tiny VAE's tile size (its config sample_size) is below 96 px, so tiling really changes the
+    pixels (seams); the switch must not stick to the shared cached VAE."""
+    model, latent = run
+    decode = pack.NODE_CLASS_MAPPINGS["MusePoseDecode"]()
+    (plain,) = decode.decode(model, latent, 4, False)
+    (tiled,) = decode.decode(model, latent, 4, True)
+    assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
+    assert max_abs(tiled, plain) > 1e-3
+    assert not getattr(model.models.vae, "use_tiling", False)
+
+
+def test_decode_accepts_the_engine_layout_and_rejects_others(pack, run):
+    model, latent = run
+    decode = pack.nodes.decode_node
+    as_engine = latent["samples"].permute(1, 0, 2, 3)[None] * 0.18215
+    assert torch.allclose(decode.to_engine_latents(latent["samples"]), as_engine)
+    assert torch.allclose(decode.to_engine_latents(latent["samples"].permute(1, 0, 2, 3)[None]), as_engine)
+    with pytest.raises(ValueError, match="frames, 4"):
+        decode.to_engine_latents(torch.zeros(2, 4, 3, 12, 12))
+
+
+def test_seed_changes_and_repeats(pack, run):
+    model, latent = run
+    reference, poses = vector_a_images()
+    sampler = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]()
+    (same,) = sampler.sample(model, reference, poses, **VECTOR_A_SAMPLER)
+    assert torch.equal(same["samples"], latent["samples"])
+    (other,) = sampler.sample(model, reference, poses, **{**VECTOR_A_SAMPLER, "seed": 43})
+    assert max_abs(other["samples"], latent["samples"]) > 0.1
+
+
+def test_progress_counts_steps_times_windows_and_interrupt_stops_between_windows(pack, run, monkeypatch):
+    """3 steps x 2 windows = 6 units; an interrupt requested in the first window stops before the second."""
+    model, _ = run
+    host = pack.nodes.host
+    reference, poses = vector_a_images()
+    totals, updates = [], []
+
+    class Counting(host.Progress):
+        def __init__(self, total):
+            super().__init__(total)
+            totals.append(self.total)
+
+        def update(self, n=1, preview=None):
+            updates.append(n)
+            super().update(n, preview)
+
+    monkeypatch.setattr(host, "Progress", Counting)
+    pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
+    assert totals == [6] and sum(updates) == 6
+
+    calls = []
+    original = model.pipeline._denoise_windows
+
+    def denoise(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            host.request_interrupt()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model.pipeline, "_denoise_windows", denoise)
+    with pytest.raises(host.Interrupted):
+        pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    (again,) = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
+    assert again["samples"].shape == (12, 4, 12, 12)
+
+
+def test_aspect_mismatch_is_never_silent(pack, run, caplog):
+    model, _ = run
+    reference, poses = vector_a_images()
+    settings = {**VECTOR_A_SAMPLER, "width": 96, "height": 64, "steps": 1}
+    with caplog.at_level("WARNING"):
+        pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses[:4], **settings)
+    text = caplog.text
+    assert "reference image is 96x96 but the output is 96x64" in text and "stretched" in text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        (latent,) = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses[:4],
+                                                                           **{**settings, "aspect": "crop"})
+    assert "centre-cropped" in caplog.text and latent["samples"].shape == (4, 4, 8, 12)
