@@ -1,6 +1,6 @@
 """Where the loader finds each MusePose file among ComfyUI's model folders.
 
-Documented layout (docs/NODES.md), each folder as folder_paths / extra_model_paths.yaml resolve it:
+Documented layout (README.md, "ComfyUI nodes"), each folder as folder_paths / extra_model_paths.yaml resolve it:
 
 * ``models/musepose/``: ``denoising_unet``, ``reference_unet``, ``pose_guider``, ``motion_module``
   (``.safetensors`` or ``.pth``), flat or in a ``MusePose/`` subfolder, plus ``unet_config.json`` (the

@@ -125,6 +125,10 @@ def server(tmp_path_factory):
     (base / "input").mkdir()
     (base / "input" / "musepose_reference.png").write_bytes((VECTOR_A / "inputs" / "ref.png").read_bytes())
     _write_pose_video(base / "input" / "musepose_poses.mp4")
+    _write_pose_video(base / "input" / "musepose_dance.mp4")  # the DWPose stand-ins ignore pixel content
+    (base / "models" / "dwpose").mkdir(parents=True, exist_ok=True)
+    for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
+        os.symlink(REPO / "tests" / "fixtures" / "dwpose-tiny" / name, base / "models" / "dwpose" / name)
     srv = Server(base, _free_port())
     try:
         srv.wait_ready()
@@ -176,6 +180,22 @@ def test_workflow_runs_to_a_video(server, name):
     with av.open(str(saved_video(server, entry))) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 12 and frames[0].shape == (96, 96, 3)
+
+
+def test_dance_workflow_extract_align_sample_decode(server):
+    """Dance video -> DWPose (onnxruntime stand-ins) -> alignment -> MusePose -> decode -> mp4."""
+    graph = tiny_workflow("musepose_dance")
+    graph["10"]["inputs"].update(width=96, height=96)
+    entry = server.wait(server.queue(graph))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    import av
+
+    with av.open(str(saved_video(server, entry))) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        rate = float(stream.average_rate)
+    assert len(frames) == 12 and frames[0].shape == (96, 96, 3)
+    assert rate == 8.0  # the dance video's fps, carried through extract and align
 
 
 def test_second_queue_reuses_loaded_weights(server):

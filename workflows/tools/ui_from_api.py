@@ -17,13 +17,23 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 #: per workflow: node id -> (x, y, width) and the note shown in the graph
 LAYOUT = {"1": (40, 40, 300), "2": (40, 420, 300), "3": (380, 420, 240), "4": (380, 40, 340),
           "5": (760, 40, 340), "6": (1140, 40, 300), "7": (1140, 260, 260), "8": (1480, 260, 320)}
+#: workflows whose nodes sit elsewhere than LAYOUT says
+LAYOUTS = {
+    "musepose_dance": {**LAYOUT, "3": (40, 760, 240), "9": (380, 700, 320), "10": (760, 620, 340),
+                       "4": (380, 40, 340), "5": (1140, 40, 340), "6": (1520, 40, 300), "7": (1520, 260, 260),
+                       "8": (1860, 260, 320)},
+}
 NOTES = {
     "musepose_video": ("Put the MusePose files in ComfyUI/models/musepose, the VAE in models/vae and the image "
-                       "encoder in models/clip_vision (see docs/NODES.md). Load a reference photo and a video of "
+                       "encoder in models/clip_vision (see the README, section ComfyUI nodes). Load a reference photo and a video of "
                        "MusePose-style pose renders (e.g. saved from MusePose Pose Align) of the same size as "
                        "width x height."),
     "musepose_video_lowvram": ("Low-VRAM preset: lowvram offload (ComfyUI streams UNet weights), sequential CFG, "
                                "16-frame windows, tiled decode. Same model files as the standard workflow."),
+    "musepose_dance": ("From a dance video: DWPose (yolox_l.onnx + dw-ll_ucoco_384.onnx in ComfyUI/models/dwpose, "
+                       "no mmcv) finds the dancer, Pose Align re-targets the skeleton to the reference person and "
+                       "draws it at the sampler's width x height (keep the two equal), then MusePose animates the "
+                       "reference. The fps follows the frames kept by Pose Align."),
 }
 
 
@@ -56,7 +66,7 @@ def is_widget(spec) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
-def convert(api: dict, note: str, defs: dict) -> dict:
+def convert(api: dict, note: str, defs: dict, layout: dict | None = None) -> dict:
     nodes, links = [], []
     link_id = 0
     out_links: dict[tuple[str, int], list[int]] = {}
@@ -96,7 +106,7 @@ def convert(api: dict, note: str, defs: dict) -> dict:
                 if options.get("image_upload") or options.get("video_upload"):
                     widgets.append("image")
         outputs = [{"name": n, "type": t, "links": out_links.get((node_id, i), [])} for i, (n, t) in enumerate(d["outputs"])]
-        x, y, w = LAYOUT[node_id]
+        x, y, w = (layout or LAYOUT)[node_id]
         nodes.append({"id": int(node_id), "type": node["class_type"], "pos": [x, y], "size": [w, 60 + 26 * (len(inputs) + len(widgets))],
                       "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
                       "title": node.get("_meta", {}).get("title", node["class_type"]),
@@ -113,7 +123,7 @@ def main() -> None:
     defs = definitions()
     for name, note in NOTES.items():
         api = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
-        ui = convert(api, note, defs)
+        ui = convert(api, note, defs, LAYOUTS.get(name))
         (REPO / "example_workflows" / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
         print("wrote", f"example_workflows/{name}.json")
 
