@@ -3,6 +3,11 @@
 ComfyUI imports this file as a package; everything below is relative so the pack can sit beside the
 official Comfyui-MusePose (its own top-level ``musepose``) and ComfyUI's top-level ``nodes``.
 """
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:
+    # Imported as a plain module, not as a package: pytest does this to a checkout whose folder name is
+    # not an identifier (e.g. comfyui-musepose-express). There is no node to offer then.
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
