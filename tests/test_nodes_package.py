@@ -48,3 +48,14 @@ def test_only_host_imports_comfyui():
                     word in stripped.split()[1].split(".")[0] for word in ("comfy", "folder_paths", "latent_preview")):
                 offenders.append(f"{path.name}: {stripped}")
     assert not offenders, offenders
+
+
+def test_root_init_imports_as_a_plain_module():
+    """pytest imports the checkout's __init__.py as a plain module when the folder name is not an
+    identifier (comfyui-musepose-express); that must not fail (it broke every test once)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("__init__", REPO / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {} and module.NODE_DISPLAY_NAME_MAPPINGS == {}
