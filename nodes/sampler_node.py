@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import math
 
-import torch
 
 from . import host
 from .attention import attention_backend

@@ -46,7 +46,7 @@ def _child(tmp: Path) -> None:
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
-    import comfy.model_management as mm
+    import comfy.model_management  # noqa: F401  (must be imported after args.cpu is set)
     import comfy.model_patcher
     import folder_paths
 

@@ -85,7 +85,7 @@ def test_missing_files_are_all_named_with_their_folder(env):
         pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load()
     message = str(info.value)
     assert f"pose_guider: put pose_guider.pth (or .safetensors) in {models / 'musepose'}" in message
-    assert f"vae: put sd-vae-ft-mse/diffusion_pytorch_model.safetensors + config.json" in message
+    assert "vae: put sd-vae-ft-mse/diffusion_pytorch_model.safetensors + config.json" in message
     assert str(models / "vae") in message
     assert "denoising_unet:" not in message and "image_encoder:" not in message
     assert "download_missing" in message

@@ -8,7 +8,6 @@ Python walk, hooks and reference-attention state outside the graph, and works wi
 """
 from __future__ import annotations
 
-import torch
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn

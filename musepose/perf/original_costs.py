@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from ..config import VAE_SCALING_FACTOR
 from ..models.reference_attention import ReferenceAttentionState
 from ..models.unet_body import spatial_self_attention_names
-from ..pipeline.preprocess import PoseFrames, clip_pixel_values, to_uint8_rgb, vae_image_tensor
+from ..pipeline.preprocess import PoseFrames
 from ..pipeline.sampler import MusePosePipeline, SamplingSettings
 
 
@@ -87,9 +86,7 @@ class OriginalCostPipeline(MusePosePipeline):
     def _bind_processors(self) -> None:
         """The engine's binding (write processors on the reference UNet), then the original-cost read
         processors on the denoiser, bound to this pipeline's state."""
-        bind = getattr(super(), "_bind_processors", None)
-        if bind is not None:
-            bind()
+        super()._bind_processors()
         unet = self.models.denoising_unet
         if unet is None:
             return
@@ -99,33 +96,13 @@ class OriginalCostPipeline(MusePosePipeline):
             if not (isinstance(processor, OriginalCostReadProcessor) and processor.state is self.state):
                 modules[name].set_processor(OriginalCostReadProcessor(self.state, name))
 
-    @torch.no_grad()
-    def encode_reference(self, reference, width: int, height: int, aspect: str = "stretch",
-                         trace: dict | None = None) -> torch.Tensor:
-        m = self.models
-        self._bind_processors()
-        reference = to_uint8_rgb(reference)
-        pixels = clip_pixel_values(reference)
-        with self.placement.use(m.image_encoder):
-            cond = m.image_encoder(pixels.to(self.device, self.dtype)).image_embeds[:, None, :]
-        self.placement.release(m.image_encoder)
-        image = vae_image_tensor(reference, width, height, aspect)
-        with self.placement.use(m.vae):
-            ref_latents = m.vae.encode(image.to(self.device, self.dtype)).latent_dist.mean * VAE_SCALING_FACTOR
-        self.state.clear()
-        with self.placement.use(m.reference_unet):
-            self.state.writing = True
-            try:  # under CFG the doubled batch [uncond, cond], as the original runs it
-                if self._cfg:
-                    m.reference_unet(torch.cat([ref_latents, ref_latents]), 0,
-                                     encoder_hidden_states=torch.cat([torch.zeros_like(cond), cond]))
-                else:
-                    m.reference_unet(ref_latents, 0, encoder_hidden_states=cond)
-            finally:
-                self.state.writing = False
-        self.placement.release(m.reference_unet)
-        self._video_pose_features = None
-        return cond
+    def _run_reference_unet(self, ref_latents: torch.Tensor, cond: torch.Tensor) -> None:
+        """Under CFG the doubled batch ``[uncond, cond]``, as the original runs it."""
+        if self._cfg:
+            self.models.reference_unet(torch.cat([ref_latents, ref_latents]), 0,
+                                       encoder_hidden_states=torch.cat([torch.zeros_like(cond), cond]))
+        else:
+            self.models.reference_unet(ref_latents, 0, encoder_hidden_states=cond)
 
     def sample(self, reference, pose_frames, settings: SamplingSettings, *args, **kwargs) -> torch.Tensor:
         settings = SamplingSettings(**{**settings.__dict__, "cfg_mode": "batched", "context_batch_size": 1})

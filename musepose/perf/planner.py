@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..config import POSE_GUIDER_BLOCK_OUT_CHANNELS, SD15_UNET, SD_VAE_FT_MSE, MotionModuleConfig, UNetConfig

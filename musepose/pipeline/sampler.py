@@ -150,7 +150,7 @@ class MusePosePipeline:
         with self.placement.use(m.reference_unet):
             self.state.writing = True
             try:
-                m.reference_unet(ref_latents, 0, encoder_hidden_states=cond)
+                self._run_reference_unet(ref_latents, cond)
             finally:
                 self.state.writing = False
         self.placement.release(m.reference_unet)
@@ -159,6 +159,11 @@ class MusePosePipeline:
                          ref_image_latents=ref_latents.float().cpu(),
                          reference_features={k: v.float().cpu() for k, v in self.state.features.items()})
         return cond
+
+    def _run_reference_unet(self, ref_latents: torch.Tensor, cond: torch.Tensor) -> None:
+        """The reference UNet at t = 0, conditional branch only: the unconditional branch never reads the
+        reference, so its features would be computed for nothing (the original computes them)."""
+        self.models.reference_unet(ref_latents, 0, encoder_hidden_states=cond)
 
     def initial_noise(self, settings: SamplingSettings) -> torch.Tensor:
         """Float32 noise from a CPU generator: the same numbers on every device."""
