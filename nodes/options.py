@@ -1,6 +1,6 @@
 """Widget option lists, kept here so building the node menus never imports the engine (diffusers).
 
-tests/test_nodes_options.py checks each list against the engine's own, so they cannot drift.
+tests/test_nodes_units.py checks each list against the engine's own, so they cannot drift.
 """
 CATEGORY = "MusePose"
 MODEL_TYPE = "MUSEPOSE"

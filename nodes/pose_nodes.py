@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import host
+from .options import ASPECT_MODES, CATEGORY, MAX_RESOLUTION
 from ..musepose.pose.align import reference_to_output
 from ..musepose.pose.cache import DEFAULT_POSE_CACHE
 from ..musepose.pose.draw import RENDER_SHORT_SIDE, overlay, render_pose, render_size
@@ -22,8 +23,6 @@ from ..musepose.pose.imgops import fit_image
 from ..musepose.pose.keypoint_io import frames_to_pose_keypoint, pose_keypoint_to_frames
 from ..musepose.pose.models import find_dwpose_models
 
-CATEGORY = "MusePose"
-MAX_RES = 8192
 
 
 def _selection_inputs() -> dict[str, Any]:
@@ -82,7 +81,7 @@ class MusePosePoseExtract:
                 **_selection_inputs(),
                 "draw_hands": ("BOOLEAN", {"default": True, "tooltip": "Draw hands in the preview."}),
                 "draw_face": ("BOOLEAN", {"default": False, "tooltip": "Draw face points in the preview."}),
-                "preview_resolution": ("INT", {"default": 512, "min": 0, "max": MAX_RES, "step": 8,
+                "preview_resolution": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
                                                "tooltip": "Short side of the preview images (0 = input size). "
                                                           "Keeps long videos from filling RAM with previews."}),
             }
@@ -129,16 +128,16 @@ class MusePosePoseAlign:
             "required": {
                 "driving_pose": ("POSE_KEYPOINT", {"tooltip": "Driving poses: from MusePose Pose Extract "
                                                    "or controlnet_aux's DWPose node (absolute or normalised)."}),
-                "width": ("INT", {"default": 512, "min": 64, "max": MAX_RES, "step": 8,
+                "width": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
                                   "tooltip": "Output width: the sampler's width."}),
-                "height": ("INT", {"default": 768, "min": 64, "max": MAX_RES, "step": 8,
+                "height": ("INT", {"default": 768, "min": 64, "max": MAX_RESOLUTION, "step": 8,
                                    "tooltip": "Output height: the sampler's height."}),
                 "align_frame": ("INT", {"default": -1, "min": -1, "max": 1_000_000,
                                         "tooltip": "Driving frame (after selection) whose proportions are "
                                                    "measured; -1 = auto (frontal, fully visible frame)."}),
                 "person": (["largest", "most_central"], {"default": "largest",
                                                          "tooltip": "Which person to follow when several are detected."}),
-                "ref_fit": (["stretch", "crop", "pad"], {"default": "stretch",
+                "ref_fit": (list(ASPECT_MODES), {"default": "stretch",
                                                           "tooltip": "How the reference image maps onto width x "
                                                                      "height; match how you resize the reference."}),
                 "smooth": ("BOOLEAN", {"default": False, "tooltip": "One-Euro temporal smoothing of the keypoints."}),
