@@ -132,3 +132,29 @@ def test_subprocess_python_m_musepose_poses_extract(tmp_path):
                  "--out-json", str(out)])
     assert proc.returncode == 0, proc.stderr
     check_expected(json.loads(out.read_text()), example, 1)
+
+
+@pytest.mark.skipif(not (REPO / "musepose" / "__main__.py").exists(),
+                    reason="musepose/__main__.py (the lead's main CLI) does not exist yet")
+def test_generate_driving_video_without_frames(tmp_path):
+    """``generate --driving-video ... --dwpose-dir ...`` with no ``--frames`` uses every frame (was int(None))."""
+    weights = REPO / "tests" / "fixtures" / "musepose-tiny" / "pretrained_weights"
+    ref = REPO / "tests" / "fixtures" / "musepose-tiny" / "vector_a" / "inputs" / "ref.png"
+    frames = np.random.default_rng(2).integers(0, 256, (5, 128, 96, 3), dtype=np.uint8)
+    video = write_mp4(frames, tmp_path / "dance.mp4", fps=10.0)
+    array_path = tmp_path / "out.npy"
+    proc = _run(["musepose", "generate", "--weights-dir", str(weights), "--ref", str(ref),
+                 "--driving-video", str(video), "--dwpose-dir", str(FIXTURE), "--width", "96", "--height", "96",
+                 "--steps", "1", "--context-frames", "4", "--context-overlap", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "out.mp4"), "--save-array", str(array_path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = np.load(array_path)
+    assert out.shape == (5, 96, 96, 3) and np.isfinite(out).all()
+
+
+def test_split_options_none_means_default():
+    from musepose.pose.driving import split_options
+
+    sel, align, draw = split_options({"max_frames": None, "start_frame": None, "every_nth": None, "person": "largest"})
+    assert (sel.start_frame, sel.every_nth, sel.max_frames) == (0, 1, 0)
+    assert align == {"person": "largest"} and draw == {}

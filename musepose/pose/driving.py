@@ -28,11 +28,14 @@ def extractor_for_dir(dwpose_dir: str | os.PathLike, cache: PoseCache | None = D
 
 
 def split_options(options: dict[str, Any]) -> tuple[FrameSelection, dict[str, Any], dict[str, Any]]:
-    """Split keyword options into frame selection, AlignOptions fields and drawing options."""
+    """Split keyword options into frame selection, AlignOptions fields and drawing options.
+
+    A selection option given as None takes its default (callers pass unset CLI flags through).
+    """
     unknown = set(options) - _ALIGN_KEYS - _SELECT_KEYS - _DRAW_KEYS
     if unknown:
         raise TypeError(f"unknown pose option(s): {', '.join(sorted(unknown))}")
-    sel = FrameSelection(**{k: int(v) for k, v in options.items() if k in _SELECT_KEYS})
+    sel = FrameSelection(**{k: int(v) for k, v in options.items() if k in _SELECT_KEYS and v is not None})
     align = {k: v for k, v in options.items() if k in _ALIGN_KEYS}
     draw = {k: v for k, v in options.items() if k in _DRAW_KEYS}
     return sel, align, draw
