@@ -10,7 +10,18 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = REPO_ROOT / "tests" / "fixtures" / "musepose-tiny"
+DEMO_DATA = Path("tests") / "fixtures" / "musepose-tiny"
+
+
+def find_demo_data() -> Path:
+    """The bundled tiny weights and sample: beside the package when it runs from a clone (or an editable
+    install), else in the current directory (a clone after a plain ``pip install .``)."""
+    for root in dict.fromkeys((REPO_ROOT, Path.cwd().resolve())):
+        if (root / DEMO_DATA / "pretrained_weights").is_dir():
+            return root / DEMO_DATA
+    raise SystemExit(f"demo data ({DEMO_DATA.as_posix()}) not found beside the musepose package ({REPO_ROOT}) "
+                     f"nor in the current directory ({Path.cwd()}): run `musepose demo` from the root of a clone "
+                     "of the repository (https://github.com/musepose-express/comfyui-musepose-express)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -156,10 +167,9 @@ def run_generate(args) -> int:
 
 
 def run_demo(args) -> int:
-    weights = BUNDLED / "pretrained_weights"
-    sample = BUNDLED / "vector_a" / "inputs"
-    if not weights.is_dir():
-        raise SystemExit(f"bundled demo data not found at {BUNDLED}: run from a full clone of the repository")
+    bundled = find_demo_data()
+    weights = bundled / "pretrained_weights"
+    sample = bundled / "vector_a" / "inputs"
     print("demo: bundled TINY RANDOM weights (stand-ins, not the real MusePose): the video shows noise-like "
           "colours, not a dancing person. See README for the real weights.", file=sys.stderr)
     argv = ["generate", "--weights-dir", str(weights), "--ref", str(sample / "ref.png"), "--poses", str(sample / "pose"),
