@@ -32,6 +32,8 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-frame", type=int, default=0, help="first frame to use (default 0)")
     p.add_argument("--every-nth", type=int, default=1, help="keep one frame out of n (default 1 = all)")
     p.add_argument("--max-frames", type=int, default=0, help="at most this many frames (default 0 = all)")
+    p.add_argument("--device", default="auto",
+                   help="where DWPose runs: auto (a CUDA GPU when onnxruntime-gpu can use it), cpu, cuda, cuda:1 ...")
 
 
 def _progress(done: int, total: int) -> None:
@@ -42,7 +44,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     sel = FrameSelection(args.start_frame, args.every_nth, args.max_frames)
     frames, fps = read_frames(args.input, max_frames=sel.frames_needed())
     idx = sel.indices(len(frames))
-    extractor = extractor_for_dir(args.dwpose_dir)
+    extractor = extractor_for_dir(args.dwpose_dir, device=args.device)
     poses = extractor.extract((frames[i] for i in idx), progress=None if args.quiet else _progress, total=len(idx))
     out = Path(args.out_json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     if args.driving_video:
         renders, fps = driving_video_to_pose_frames(args.dwpose_dir, ref, args.driving_video, args.width,
                                                     args.height, progress=progress,
-                                                    default_fps=args.fps or DEFAULT_FPS, **options)
+                                                    default_fps=args.fps or DEFAULT_FPS, device=args.device,
+                                                    **options)
     else:
         sel = FrameSelection(args.start_frame, args.every_nth, args.max_frames)
         data = json.loads(Path(args.driving_json).read_text())
@@ -70,7 +73,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         if not driving:
             raise SystemExit("frame selection leaves no frames of the driving JSON")
         fps = sel.fps(args.fps or DEFAULT_FPS)
-        reference = extractor_for_dir(args.dwpose_dir).extract([ref])[0]
+        reference = extractor_for_dir(args.dwpose_dir, device=args.device).extract([ref])[0]
         for k in ("start_frame", "every_nth", "max_frames"):
             options.pop(k)
         renders, _ = align_and_render(reference, driving, args.width, args.height, fps, **options)

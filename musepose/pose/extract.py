@@ -13,7 +13,7 @@ import numpy as np
 from . import rtmpose, yolox
 from .cache import DEFAULT_POSE_CACHE, PoseCache, frame_digest
 from .layout import VISIBLE_THRESHOLD, FramePose, wholebody_to_openpose
-from .models import DWPoseModelPaths, open_session
+from .models import DWPoseModelPaths, onnx_providers, open_session
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], None]
@@ -49,13 +49,14 @@ class DWPoseExtractor:
     check that a cached second pass does not touch the models.
     """
 
-    def __init__(self, models: DWPoseModelPaths, providers: Sequence[str] | None = None,
-                 cache: PoseCache | None = DEFAULT_POSE_CACHE):
+    def __init__(self, models: DWPoseModelPaths, providers: Sequence | None = None,
+                 cache: PoseCache | None = DEFAULT_POSE_CACHE, device=None):
         self.models = models
         self.cache = cache
         self.model_calls = 0
-        self.detector = _CountingSession(open_session(models.detector, providers), self)
-        self.pose = _CountingSession(open_session(models.pose, providers), self)
+        self.providers = list(providers) if providers else onnx_providers(device)
+        self.detector = _CountingSession(open_session(models.detector, self.providers), self)
+        self.pose = _CountingSession(open_session(models.pose, self.providers), self)
         self.settings_key = repr((PIPELINE_VERSION, _file_identity(models.detector),
                                   _file_identity(models.pose), VISIBLE_THRESHOLD))
 
@@ -103,11 +104,20 @@ class DWPoseExtractor:
         return out
 
 
+def _providers_key(providers: Sequence) -> tuple:
+    return tuple(p if isinstance(p, str) else (p[0], tuple(sorted(dict(p[1]).items()))) for p in providers)
+
+
 def get_extractor(models: DWPoseModelPaths, cache: PoseCache | None = DEFAULT_POSE_CACHE,
-                  providers: Sequence[str] | None = None) -> DWPoseExtractor:
-    """An extractor for these files, reusing the sessions kept in ``cache`` when possible."""
+                  providers: Sequence | None = None, device=None) -> DWPoseExtractor:
+    """An extractor for these files, reusing the sessions kept in ``cache`` when possible.
+
+    ``device`` (torch.device or "cpu"/"cuda[:N]"; None = auto) picks the onnxruntime providers
+    (:func:`musepose.pose.models.onnx_providers`) unless ``providers`` is given.
+    """
+    providers = list(providers) if providers else onnx_providers(device)
     if cache is None:
         return DWPoseExtractor(models, providers, None)
-    key = ("dwpose", models.detector, models.pose, tuple(providers or ()),
+    key = ("dwpose", models.detector, models.pose, _providers_key(providers),
            _file_identity(models.detector), _file_identity(models.pose))
     return cache.models.get_or_create(key, lambda: DWPoseExtractor(models, providers, cache))

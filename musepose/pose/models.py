@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .log import warn_once_per_process
+
 DETECTOR_FILENAMES = ("yolox_l.onnx",)
 POSE_FILENAMES = ("dw-ll_ucoco_384.onnx",)
 
@@ -108,19 +110,96 @@ def find_dwpose_models(search_paths: Iterable[str | os.PathLike], include_contro
     return DWPoseModelPaths(det, pose)
 
 
-def onnx_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it, CPU always as the fallback."""
-    import onnxruntime as ort
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider",) if p in available]
-    return providers + ["CPUExecutionProvider"]
+#: What to install, said whenever onnxruntime is missing or cannot use the GPU.
+INSTALL_HINT = ("install ONE of the two onnxruntime builds into ComfyUI's Python (never both: they share the "
+                "import name and conflict): 'pip install onnxruntime-gpu' for NVIDIA GPUs (the build must match "
+                "your CUDA version: onnxruntime-gpu 1.19 and later are built for CUDA 12; see "
+                "https://onnxruntime.ai/docs/install/), or 'pip install onnxruntime' for the CPU only")
+GPU_HINT = ("for GPU pose extraction (much faster) replace it with onnxruntime-gpu matching your "
+            "CUDA version: 'pip uninstall -y onnxruntime' then 'pip install onnxruntime-gpu' "
+            "(see https://onnxruntime.ai/docs/install/)")
 
 
-def open_session(path: str, providers: Sequence[str] | None = None):
-    """An onnxruntime InferenceSession on the best provider available."""
-    import onnxruntime as ort
+class OnnxRuntimeMissing(ImportError):
+    """onnxruntime is not importable: the message names both packages a user can install."""
 
+
+def import_onnxruntime():
+    """``onnxruntime`` or :class:`OnnxRuntimeMissing`.
+
+    The pack lists neither onnxruntime nor onnxruntime-gpu as a requirement: pip cannot express
+    "one of", and listing ``onnxruntime`` installs it next to an existing ``onnxruntime-gpu``.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise OnnxRuntimeMissing(
+            f"DWPose pose extraction needs onnxruntime, which is not installed: {INSTALL_HINT}. "
+            "Then restart ComfyUI.") from exc
+    return ort
+
+
+def _wants_gpu(device) -> tuple[bool, int | None]:
+    """(is ``device`` a CUDA GPU, its index). ``None``/"auto": CUDA when torch sees a GPU."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        try:
+            import torch
+        except ImportError:
+            return False, None
+        return bool(torch.cuda.is_available()), None
+    kind = getattr(device, "type", None)
+    index = getattr(device, "index", None)
+    if kind is None:
+        text = str(device)
+        kind, _, idx = text.partition(":")
+        index = int(idx) if idx.isdigit() else None
+    return kind == "cuda", index
+
+
+def onnx_providers(device=None):
+    """onnxruntime providers for DWPose on ``device`` (torch.device, "cpu", "cuda", "cuda:1", None = auto).
+
+    CUDA (on the device's index) first when ``device`` is a CUDA GPU and this onnxruntime build has
+    the CUDA provider, the CPU provider always last as the fallback. A GPU device with a CPU-only
+    onnxruntime runs on the CPU and says so once per process, with how to get GPU extraction.
+    """
+    ort = import_onnxruntime()
+    gpu, index = _wants_gpu(device)
+    if not gpu:
+        return [CPU_PROVIDER]
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        warn_once_per_process(
+            "dwpose-cpu", "DWPose pose extraction runs on the CPU (seconds per frame): the installed onnxruntime "
+            "has no CUDA support; %s.", GPU_HINT)
+        return [CPU_PROVIDER]
+    options = {} if index is None else {"device_id": int(index)}
+    return [(CUDA_PROVIDER, options), CPU_PROVIDER]
+
+
+def provider_names(providers) -> list[str]:
+    """Provider names of a provider list whose entries are names or (name, options) pairs."""
+    return [p if isinstance(p, str) else p[0] for p in providers]
+
+
+def open_session(path: str, providers: Sequence | None = None, device=None):
+    """An onnxruntime InferenceSession for ``path`` on ``providers`` (default: :func:`onnx_providers`).
+
+    When CUDA was asked for but the session came up without it (onnxruntime-gpu installed, but its
+    CUDA/cuDNN libraries missing or of another version), that is said once per process.
+    """
+    ort = import_onnxruntime()
+    providers = list(providers) if providers else onnx_providers(device)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # keep ComfyUI's console free of graph-optimiser chatter
-    return ort.InferenceSession(path, sess_options=opts, providers=list(providers or onnx_providers()))
+    session = ort.InferenceSession(path, sess_options=opts, providers=providers)
+    if CUDA_PROVIDER in provider_names(providers):
+        active = session.get_providers() if hasattr(session, "get_providers") else []
+        if CUDA_PROVIDER not in active:
+            warn_once_per_process(
+                "dwpose-cuda-failed", "DWPose pose extraction runs on the CPU: onnxruntime-gpu is installed but "
+                "could not start CUDA (usually its CUDA or cuDNN version does not match the installed one); "
+                "install the onnxruntime-gpu build for your CUDA version (see https://onnxruntime.ai/docs/install/).")
+    return session

@@ -1,0 +1,201 @@
+"""DWPose on the GPU: onnxruntime provider choice, the one-line CPU fallback, and the dependency rule.
+
+onnxruntime is replaced by a stand-in module (``sys.modules``) whose ``get_available_providers`` and
+``InferenceSession`` are scripted, so CUDA can be "installed" on a machine without a GPU. What is
+checked: the CUDA provider (on the device's index) is chosen when a CUDA device is asked for and the
+build has it; otherwise the CPU provider, with exactly one WARNING per process that says so and how
+to get GPU extraction; the session options and providers reach ``InferenceSession``; a missing
+onnxruntime is a clear error naming both packages; and the pack never lists onnxruntime as a hard
+requirement (it would be installed next to onnxruntime-gpu).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from musepose.pose import models
+from musepose.pose.extract import DWPoseExtractor, get_extractor
+from musepose.pose.log import forget_said
+from musepose.pose.models import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeMissing, find_dwpose_models
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "fixtures" / "dwpose-tiny"
+PACK = "mpe_pose_test_pack"
+
+
+class FakeOrt(types.ModuleType):
+    """Scripted onnxruntime: which providers exist, and which ones a session really starts with."""
+
+    def __init__(self, available, session_starts_cuda=True):
+        super().__init__("onnxruntime")
+        self.available = list(available)
+        self.session_starts_cuda = session_starts_cuda
+        self.sessions = []
+        fake = self
+
+        class SessionOptions:
+            log_severity_level = 2
+
+        class RunOptions:
+            terminate = False
+
+        class InferenceSession:
+            def __init__(self, path, sess_options=None, providers=None):
+                self.path, self.sess_options, self.providers = path, sess_options, providers
+                fake.sessions.append(self)
+
+            def get_providers(self):
+                names = [p if isinstance(p, str) else p[0] for p in self.providers]
+                if not fake.session_starts_cuda:
+                    names = [n for n in names if n != CUDA_PROVIDER]
+                return names
+
+        self.SessionOptions, self.RunOptions, self.InferenceSession = SessionOptions, RunOptions, InferenceSession
+
+    def get_available_providers(self):
+        return list(self.available)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_messages():
+    forget_said()
+    yield
+    forget_said()
+
+
+def install(monkeypatch, available, **kw) -> FakeOrt:
+    fake = FakeOrt(available, **kw)
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    return fake
+
+
+def pose_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and r.name.startswith(("musepose", "musepose_express"))]
+
+
+def paths():
+    return find_dwpose_models([FIXTURE], include_controlnet_aux=False)
+
+
+def test_cuda_provider_chosen_for_a_cuda_device(monkeypatch, caplog):
+    fake = install(monkeypatch, ["TensorrtExecutionProvider", CUDA_PROVIDER, CPU_PROVIDER])
+    with caplog.at_level(logging.WARNING):
+        assert models.onnx_providers(torch.device("cuda", 1)) == [(CUDA_PROVIDER, {"device_id": 1}), CPU_PROVIDER]
+        assert models.onnx_providers("cuda") == [(CUDA_PROVIDER, {}), CPU_PROVIDER]
+        assert models.onnx_providers("cuda:0") == [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
+        # a CPU device stays on the CPU, silently, even when the CUDA build is installed
+        assert models.onnx_providers("cpu") == [CPU_PROVIDER]
+        assert models.onnx_providers(torch.device("cpu")) == [CPU_PROVIDER]
+        ex = DWPoseExtractor(paths(), cache=None, device=torch.device("cuda", 0))
+    assert pose_warnings(caplog) == []
+    # both sessions opened with the CUDA provider first and the CPU provider as the fallback
+    assert [s.path for s in fake.sessions] == [paths().detector, paths().pose]
+    for s in fake.sessions:
+        assert s.providers == [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
+        assert s.sess_options.log_severity_level == 3
+    assert ex.providers == [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
+
+
+def test_auto_device_follows_torch(monkeypatch):
+    install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.onnx_providers(None)[0] == (CUDA_PROVIDER, {})
+    assert models.onnx_providers("auto")[0] == (CUDA_PROVIDER, {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.onnx_providers(None) == [CPU_PROVIDER]
+
+
+def test_cpu_fallback_said_once_per_process(monkeypatch, caplog):
+    fake = install(monkeypatch, ["AzureExecutionProvider", CPU_PROVIDER])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert models.onnx_providers(torch.device("cuda", 0)) == [CPU_PROVIDER]
+        ex = get_extractor(paths(), cache=None, device="cuda")
+        get_extractor(paths(), cache=None, device="cuda:0")
+    said = pose_warnings(caplog)
+    assert len(said) == 1, said
+    line = said[0]
+    assert "\n" not in line and "CPU" in line
+    assert "replace it with onnxruntime-gpu" in line
+    assert re.search(r"pip uninstall -y onnxruntime\b", line) and "pip install onnxruntime-gpu" in line
+    assert "CUDA version" in line
+    assert ex.providers == [CPU_PROVIDER]
+    assert all(s.providers == [CPU_PROVIDER] for s in fake.sessions)
+
+
+def test_cuda_build_that_cannot_start_cuda_is_said_once(monkeypatch, caplog):
+    install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER], session_starts_cuda=False)
+    with caplog.at_level(logging.WARNING):
+        DWPoseExtractor(paths(), cache=None, device="cuda")   # two sessions, one message
+        DWPoseExtractor(paths(), cache=None, device="cuda")
+    said = pose_warnings(caplog)
+    assert len(said) == 1 and "runs on the CPU" in said[0] and "CUDA version" in said[0]
+
+
+def test_extractor_cache_keeps_cpu_and_cuda_sessions_apart(monkeypatch):
+    from musepose.pose.cache import PoseCache
+
+    install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER])
+    cache = PoseCache()
+    cuda0 = get_extractor(paths(), cache, device="cuda:0")
+    assert get_extractor(paths(), cache, device="cuda:0") is cuda0
+    assert get_extractor(paths(), cache, device="cpu") is not cuda0
+    assert get_extractor(paths(), cache, device="cuda:1") is not cuda0
+
+
+def test_missing_onnxruntime_names_both_packages(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(OnnxRuntimeMissing) as err:
+        DWPoseExtractor(paths(), cache=None, device="cpu")
+    msg = str(err.value)
+    assert "pip install onnxruntime-gpu" in msg and "pip install onnxruntime'" in msg
+    assert "never both" in msg and "CUDA" in msg
+    assert isinstance(err.value, ImportError)
+
+
+def test_pose_nodes_run_dwpose_on_comfyuis_device(monkeypatch, tmp_path):
+    if PACK not in sys.modules:
+        pkg = types.ModuleType(PACK)
+        pkg.__path__ = [str(REPO)]
+        sys.modules[PACK] = pkg
+    nodes = importlib.import_module(f"{PACK}.nodes.pose_nodes")
+    host = importlib.import_module(f"{PACK}.nodes.host")
+    (tmp_path / "dwpose").mkdir()
+    for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
+        (tmp_path / "dwpose" / name).write_bytes((FIXTURE / name).read_bytes())
+    fake = install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER])
+    monkeypatch.setattr(host, "torch_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(host, "model_search_paths", lambda kind: [str(tmp_path / kind)])
+    extractor = nodes._extractor()
+    assert extractor.providers == [(CUDA_PROVIDER, {"device_id": 0}), CPU_PROVIDER]
+    assert [s.providers[0] for s in fake.sessions[-2:]] == [(CUDA_PROVIDER, {"device_id": 0})] * 2
+    nodes.DEFAULT_POSE_CACHE.models.clear()  # drop the fake sessions
+
+
+def _requirement_names(lines) -> list[str]:
+    names = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.append(re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower())
+    return names
+
+
+def test_onnxruntime_is_never_a_hard_requirement():
+    """pip installs a listed ``onnxruntime`` even next to ``onnxruntime-gpu`` (two distributions, one
+    import name), and ComfyUI-Manager pip-installs requirements.txt line by line: neither build may
+    be listed there. The tests' own requirements bring the CPU build."""
+    runtime = _requirement_names((REPO / "requirements.txt").read_text().splitlines())
+    deps = _requirement_names(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert not [n for n in runtime + deps if n.startswith("onnxruntime")]
+    dev = _requirement_names((REPO / "requirements-dev.txt").read_text().splitlines())
+    assert "onnxruntime" in dev
