@@ -104,6 +104,7 @@ class MusePosePoseExtract:
         pw, ph = render_size(w, h, int(preview_resolution)) if preview_resolution else (w, h)
         preview = torch.empty((len(poses), ph, pw, 3), dtype=torch.float32)
         for i, p in enumerate(poses):  # filled frame by frame: no second full-size copy
+            host.check_interrupt()
             preview[i] = torch.from_numpy(render_pose(p, pw, ph, person=None, render_short_side=0,
                                                       draw_hands=draw_hands, draw_face=draw_face)).float() / 255.0
         return frames_to_pose_keypoint(poses), preview, selection.fps(fps)
@@ -177,7 +178,8 @@ class MusePosePoseAlign:
         host.check_interrupt()
         renders, result = align_and_render(
             reference, driving, width, height, out_fps, draw_hands=draw_hands, draw_face=draw_face,
-            render_short_side=RENDER_SHORT_SIDE, align_frame="auto" if align_frame < 0 else int(align_frame),
+            render_short_side=RENDER_SHORT_SIDE, check_interrupt=host.check_interrupt,
+            align_frame="auto" if align_frame < 0 else int(align_frame),
             person=person, ref_fit=ref_fit, smooth=smooth)
         for w in result.warnings:
             host.logger.warning("MusePose Pose Align: %s", w)
@@ -186,7 +188,10 @@ class MusePosePoseAlign:
         else:
             backdrop = render_pose(reference_to_output(reference, width, height, person, ref_fit),
                                    render_short_side=RENDER_SHORT_SIDE) // 2
-        debug = np.stack([overlay(backdrop, r) for r in renders])
+        debug = np.empty_like(renders)
+        for i, r in enumerate(renders):
+            host.check_interrupt()
+            debug[i] = overlay(backdrop, r)
         return (_to_image_batch(renders), frames_to_pose_keypoint(result.frames), _to_image_batch(debug), out_fps)
 
 

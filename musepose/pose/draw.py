@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -206,11 +206,22 @@ def render_pose(frame: FramePose, width: int | None = None, height: int | None =
 
 
 def render_poses(frames: Sequence[FramePose], width: int | None = None, height: int | None = None,
-                 **kwargs) -> np.ndarray:
-    """:func:`render_pose` for every frame, stacked as uint8 ``[F, H, W, 3]``."""
+                 check_interrupt: Callable[[], None] | None = None, **kwargs) -> np.ndarray:
+    """:func:`render_pose` for every frame, stacked as uint8 ``[F, H, W, 3]``.
+
+    ``check_interrupt`` is called before each frame and may raise to cancel.
+    """
     if not frames:
         raise ValueError("no frames to render")
-    return np.stack([render_pose(f, width, height, **kwargs) for f in frames])
+    out = None
+    for i, f in enumerate(frames):
+        if check_interrupt is not None:
+            check_interrupt()
+        img = render_pose(f, width, height, **kwargs)
+        if out is None:  # filled frame by frame: no list of frames plus a stacked copy
+            out = np.empty((len(frames),) + img.shape, dtype=img.dtype)
+        out[i] = img
+    return out
 
 
 def overlay(image_rgb: np.ndarray, pose_rgb: np.ndarray, alpha: float = 0.6) -> np.ndarray:

@@ -48,11 +48,16 @@ def split_options(options: dict[str, Any]) -> tuple[FrameSelection, dict[str, An
 
 def align_and_render(reference: FramePose, driving: list[FramePose], width: int, height: int, fps: float,
                      draw_hands: bool = True, draw_face: bool = False,
-                     render_short_side: int = RENDER_SHORT_SIDE, **align: Any) -> tuple[np.ndarray, AlignResult]:
-    """Align poses to the reference and draw them MusePose-style at W x H."""
+                     render_short_side: int = RENDER_SHORT_SIDE,
+                     check_interrupt: Callable[[], None] | None = None,
+                     **align: Any) -> tuple[np.ndarray, AlignResult]:
+    """Align poses to the reference and draw them MusePose-style at W x H.
+
+    ``check_interrupt`` is called per frame while drawing and may raise to cancel.
+    """
     result = align_poses(reference, driving, width, height, AlignOptions(fps=fps, **align))
-    renders = render_poses(result.frames, width, height, person=0, render_short_side=render_short_side,
-                           draw_hands=draw_hands, draw_face=draw_face)
+    renders = render_poses(result.frames, width, height, check_interrupt=check_interrupt, person=0,
+                           render_short_side=render_short_side, draw_hands=draw_hands, draw_face=draw_face)
     return renders, result
 
 
@@ -83,5 +88,6 @@ def driving_video_to_pose_frames(dwpose_dir: str | os.PathLike, ref_image_rgb_ui
     driving = extractor.extract((frames[i] for i in idx), progress=progress,
                                 check_interrupt=check_interrupt, total=len(idx))
     out_fps = selection.fps(fps or default_fps)
-    renders, _ = align_and_render(reference, driving, width, height, out_fps, **draw, **align)
+    renders, _ = align_and_render(reference, driving, width, height, out_fps, check_interrupt=check_interrupt,
+                                  **draw, **align)
     return renders, out_fps

@@ -1,11 +1,15 @@
 """Whole-body pose extraction for frames: detector + keypoint model + OpenPose conversion, cached.
 
 This is the engine entry point used by the nodes and the CLI. It reports progress and honours
-cancellation per frame through plain callbacks, so it knows nothing about ComfyUI.
+cancellation through plain callbacks, so it knows nothing about ComfyUI. Cancellation is checked
+before each frame and, while onnxruntime runs a model, every :data:`INTERRUPT_POLL_S` seconds from a
+helper thread that stops the run through ``RunOptions.terminate`` (a DWPose-L or YOLOX-L run takes
+about a second on a CPU, so checking between runs alone would not answer within a second).
 """
 from __future__ import annotations
 
 import os
+import threading
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -13,7 +17,7 @@ import numpy as np
 from . import rtmpose, yolox
 from .cache import DEFAULT_POSE_CACHE, PoseCache, frame_digest
 from .layout import VISIBLE_THRESHOLD, FramePose, wholebody_to_openpose
-from .models import DWPoseModelPaths, onnx_providers, open_session
+from .models import DWPoseModelPaths, import_onnxruntime, onnx_providers, open_session
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], None]
@@ -21,14 +25,73 @@ CancelFn = Callable[[], None]
 #: Bump when pre/post-processing changes so stale cached poses are not reused.
 PIPELINE_VERSION = "dwpose-onnx-1"
 
+#: How often the cancel callback is polled while a model runs (seconds).
+INTERRUPT_POLL_S = 0.05
+
 
 def _file_identity(path: str) -> tuple[str, int, int]:
     st = os.stat(path)
     return os.path.abspath(path), st.st_size, int(st.st_mtime_ns)
 
 
+class _InterruptWatch:
+    """Runs onnxruntime calls while a helper thread polls ``check_interrupt``.
+
+    When the callback raises, the thread keeps the exception and sets ``terminate`` on the run's
+    RunOptions; onnxruntime then abandons the run between two kernels and the kept exception is
+    raised in the caller's thread instead of onnxruntime's error. An interrupt the thread takes
+    just after a run finished is raised too, so no cancel request is lost.
+    """
+
+    def __init__(self, check_interrupt: CancelFn, poll_s: float = INTERRUPT_POLL_S):
+        self.check_interrupt = check_interrupt
+        self.poll_s = poll_s
+        self.error: BaseException | None = None
+
+    def check(self) -> None:
+        """The per-frame check in the caller's thread."""
+        self.raise_pending()
+        self.check_interrupt()
+
+    def raise_pending(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def run(self, session, args: tuple, kwargs: dict):
+        self.raise_pending()
+        options = import_onnxruntime().RunOptions()
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(self.poll_s):
+                try:
+                    self.check_interrupt()
+                except BaseException as exc:  # noqa: BLE001 - any cancel exception type of the host
+                    self.error = exc
+                    options.terminate = True
+                    return
+
+        thread = threading.Thread(target=watch, name="dwpose-interrupt-watch", daemon=True)
+        thread.start()
+        try:
+            result = session.run(*args, run_options=options, **kwargs)
+        except Exception:
+            done.set()
+            thread.join()
+            self.raise_pending()
+            raise
+        done.set()
+        thread.join()
+        self.raise_pending()
+        return result
+
+
 class _CountingSession:
-    """Forwards to an onnxruntime session and counts ``run`` calls (cheap, and exact for tests)."""
+    """Forwards to an onnxruntime session and counts ``run`` calls (cheap, and exact for tests).
+
+    While the owner extracts with a cancel callback, runs go through its :class:`_InterruptWatch`.
+    """
 
     def __init__(self, session, owner: "DWPoseExtractor"):
         self._session = session
@@ -36,6 +99,9 @@ class _CountingSession:
 
     def run(self, *args, **kwargs):
         self._owner.model_calls += 1
+        watch = self._owner._watch
+        if watch is not None and "run_options" not in kwargs:
+            return watch.run(self._session, args, kwargs)
         return self._session.run(*args, **kwargs)
 
     def __getattr__(self, name):
@@ -54,6 +120,7 @@ class DWPoseExtractor:
         self.models = models
         self.cache = cache
         self.model_calls = 0
+        self._watch: _InterruptWatch | None = None
         self.providers = list(providers) if providers else onnx_providers(device)
         self.detector = _CountingSession(open_session(models.detector, self.providers), self)
         self.pose = _CountingSession(open_session(models.pose, self.providers), self)
@@ -67,6 +134,8 @@ class DWPoseExtractor:
         h, w = image.shape[:2]
         if len(boxes) == 0:
             return FramePose(w, h, [])
+        if self._watch is not None:
+            self._watch.check()  # between the two models of one frame
         kps, scores = rtmpose.estimate(self.pose, image, boxes)
         return FramePose(w, h, [wholebody_to_openpose(kps[i], scores[i]) for i in range(len(boxes))])
 
@@ -77,16 +146,27 @@ class DWPoseExtractor:
                 check_interrupt: CancelFn | None = None, total: int | None = None) -> list[FramePose]:
         """Poses of every frame (RGB uint8 ``[H, W, 3]``), in order.
 
-        ``check_interrupt`` is called before each frame and may raise to cancel;
-        ``progress(done, total)`` after each frame.
+        ``check_interrupt`` may raise to cancel: it is called before each frame, between the two
+        models, and every :data:`INTERRUPT_POLL_S` s while a model runs (from a helper thread; the
+        exception it raised comes out of this call). ``progress(done, total)`` after each frame.
         """
         if total is None and hasattr(frames, "__len__"):
             total = len(frames)  # type: ignore[arg-type]
         total = int(total or 0)
+        watch = _InterruptWatch(check_interrupt) if check_interrupt is not None else None
+        self._watch = watch
+        try:
+            out = self._extract(frames, progress, watch, total)
+        finally:
+            self._watch = None
+        return out
+
+    def _extract(self, frames: Iterable[np.ndarray], progress: ProgressFn | None, watch: "_InterruptWatch | None",
+                 total: int) -> list[FramePose]:
         out: list[FramePose] = []
         for i, frame in enumerate(frames):
-            if check_interrupt is not None:
-                check_interrupt()
+            if watch is not None:
+                watch.check()
             frame = np.asarray(frame)
             if frame.dtype != np.uint8:
                 raise TypeError(f"frames must be uint8 RGB, got {frame.dtype}")
