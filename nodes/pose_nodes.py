@@ -21,7 +21,11 @@ from ..musepose.pose.extract import DWPoseExtractor, get_extractor
 from ..musepose.pose.frames import FrameSelection
 from ..musepose.pose.imgops import fit_image
 from ..musepose.pose.keypoint_io import frames_to_pose_keypoint, pose_keypoint_to_frames
+from ..musepose.pose.log import logger
 from ..musepose.pose.models import find_dwpose_models
+
+#: MusePose works on latents of 1/8 the image size: Pose Align draws (and outputs) multiples of 8.
+SIZE_MULTIPLE = 8
 
 
 
@@ -118,12 +122,17 @@ class MusePosePoseAlign:
                    "scales, one person tracked, missing frames repeat the last pose, optional smoothing.")
     CATEGORY = CATEGORY
     FUNCTION = "align"
-    RETURN_TYPES = ("IMAGE", "POSE_KEYPOINT", "IMAGE", "FLOAT")
-    RETURN_NAMES = ("pose_images", "aligned_pose_keypoint", "debug_overlay", "fps")
+    # Saved workflows link outputs by index: new outputs are appended, existing ones never move.
+    RETURN_TYPES = ("IMAGE", "POSE_KEYPOINT", "IMAGE", "FLOAT", "INT", "INT")
+    RETURN_NAMES = ("pose_images", "aligned_pose_keypoint", "debug_overlay", "fps", "width", "height")
     OUTPUT_TOOLTIPS = ("Aligned pose renders for the pose guider, width x height.",
                        "The aligned poses (controlnet_aux format, pixels of width x height).",
                        "Aligned poses drawn over the reference (or its pose) for checking.",
-                       "Frame rate of the selected frames (input fps / every_nth).")
+                       "Frame rate of the selected frames (input fps / every_nth).",
+                       "Width the poses were drawn at (a multiple of 8): connect it to the Sampler's width "
+                       "so the two always match.",
+                       "Height the poses were drawn at (a multiple of 8): connect it to the Sampler's height "
+                       "so the two always match.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -158,7 +167,7 @@ class MusePosePoseAlign:
               ref_fit: str = "stretch", smooth: bool = False, draw_hands: bool = True, draw_face: bool = False,
               fps: float = 30.0, start_frame: int = 0, every_nth: int = 1, max_frames: int = 0,
               reference_image: torch.Tensor | None = None, reference_pose: Any = None):
-        width, height = int(width), int(height)
+        width, height = _round_size(int(width), int(height))
         selection = FrameSelection(int(start_frame), int(every_nth), int(max_frames))
         driving_all = pose_keypoint_to_frames(driving_pose)
         driving = [driving_all[i] for i in selection.indices(len(driving_all))]
@@ -192,7 +201,18 @@ class MusePosePoseAlign:
         for i, r in enumerate(renders):
             host.check_interrupt()
             debug[i] = overlay(backdrop, r)
-        return (_to_image_batch(renders), frames_to_pose_keypoint(result.frames), _to_image_batch(debug), out_fps)
+        return (_to_image_batch(renders), frames_to_pose_keypoint(result.frames), _to_image_batch(debug), out_fps,
+                width, height)
+
+
+def _round_size(width: int, height: int) -> tuple[int, int]:
+    """W x H rounded down to multiples of 8 (what the Sampler would do), said once when it changes."""
+    new_w = max(SIZE_MULTIPLE, width - width % SIZE_MULTIPLE)
+    new_h = max(SIZE_MULTIPLE, height - height % SIZE_MULTIPLE)
+    if (new_w, new_h) != (width, height):
+        logger.warning("The size %dx%d is not a multiple of 8, which MusePose needs: the poses are drawn at %dx%d "
+                       "(the width and height outputs carry that size to the Sampler).", width, height, new_w, new_h)
+    return new_w, new_h
 
 
 POSE_NODE_CLASS_MAPPINGS = {

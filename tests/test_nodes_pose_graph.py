@@ -31,12 +31,13 @@ def test_extract_align_sample_decode(pack):
     dance = torch.rand(10, 128, 96, 3)
     keypoints, preview, fps = nodes["MusePosePoseExtract"]().extract(dance, fps=24.0, every_nth=2)
     assert len(keypoints) == 5 and fps == pytest.approx(12.0) and preview.shape[0] == 5
-    poses, aligned, overlay, fps = nodes["MusePosePoseAlign"]().align(
+    poses, aligned, overlay, fps, width, height = nodes["MusePosePoseAlign"]().align(
         keypoints, width=96, height=96, fps=fps, reference_image=reference)
     assert poses.shape == (5, 96, 96, 3) and len(aligned) == 5 and fps == pytest.approx(12.0)
+    assert (width, height) == (96, 96)  # wired into the Sampler below, as a workflow links them
     assert poses.max() > 0.2  # a skeleton was drawn
     (model,) = nodes["MusePoseModelLoader"]().load(precision="fp32")
-    (latent,) = nodes["MusePoseSampler"]().sample(model, reference, poses, width=96, height=96, steps=2,
+    (latent,) = nodes["MusePoseSampler"]().sample(model, reference, poses, width=width, height=height, steps=2,
                                                   context_frames=4, context_overlap=1)
     assert latent["samples"].shape == (5, 4, 12, 12)
     (video,) = nodes["MusePoseDecode"]().decode(model, latent, 0, False)

@@ -113,8 +113,9 @@ def test_align_node_with_reference_image_and_pose(nodes):
     ref_img = image_batch(*ref_ex["image_wh"], 1, seed=3)
     align = nodes.MusePosePoseAlign()
     out = getattr(align, align.FUNCTION)(driving, 256, 384, reference_image=ref_img, fps=30.0, every_nth=1)
-    renders, aligned, debug, fps = out
+    renders, aligned, debug, fps, width, height = out
     assert renders.shape == (3, 384, 256, 3) and debug.shape == (3, 384, 256, 3) and fps == 30.0
+    assert (width, height) == (256, 384)
     assert renders.sum() > 0
     assert all(f["canvas_width"] == 256 and f["canvas_height"] == 384 for f in aligned)
     # same template in both -> all scales 1: the aligned pose is the reference pose mapped to 256x384
@@ -124,7 +125,7 @@ def test_align_node_with_reference_image_and_pose(nodes):
     np.testing.assert_allclose(body[:, 0], ref_body[:, 0] * 256 / 512, atol=0.05)
     np.testing.assert_allclose(body[:, 1], ref_body[:, 1] * 384 / 512, atol=0.05)
     # a reference POSE_KEYPOINT gives the same result as the reference image
-    renders2, aligned2, _, _ = align.align(driving, 256, 384, reference_pose=ref_pose)
+    renders2, aligned2, _, _, _, _ = align.align(driving, 256, 384, reference_pose=ref_pose)
     np.testing.assert_allclose(triples(aligned2[0]["people"][0]["pose_keypoints_2d"]), body, atol=1e-3)
     # coordinates travel through JSON rounded to 1e-4 px, which can move an int()-truncated edge pixel
     differing = (renders != renders2).any(dim=-1).float().mean().item()
@@ -162,8 +163,33 @@ def test_align_node_frame_selection_and_errors(nodes):
     extract = nodes.MusePosePoseExtract()
     driving, _, _ = extract.extract(image_batch(64, 64, 6))
     align = nodes.MusePosePoseAlign()
-    renders, aligned, debug, fps = align.align(driving, 64, 64, reference_pose=driving[0], fps=25.0,
-                                               every_nth=2, align_frame=0)
+    renders, aligned, debug, fps, _, _ = align.align(driving, 64, 64, reference_pose=driving[0], fps=25.0,
+                                                     every_nth=2, align_frame=0)
     assert renders.shape[0] == 3 and len(aligned) == 3 and fps == pytest.approx(12.5)
     with pytest.raises(ValueError, match="reference"):
         align.align(driving, 64, 64)
+
+
+def test_align_node_outputs_width_and_height_appended(nodes):
+    """Pose Align's width/height outputs come after the four old ones (saved workflows link by index)."""
+    cls = nodes.MusePosePoseAlign
+    assert cls.RETURN_NAMES == ("pose_images", "aligned_pose_keypoint", "debug_overlay", "fps", "width", "height")
+    assert cls.RETURN_TYPES == ("IMAGE", "POSE_KEYPOINT", "IMAGE", "FLOAT", "INT", "INT")
+    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and all(cls.OUTPUT_TOOLTIPS)
+    assert "Sampler" in cls.OUTPUT_TOOLTIPS[4] and "Sampler" in cls.OUTPUT_TOOLTIPS[5]
+    extract = nodes.MusePosePoseExtract()
+    driving, _, _ = extract.extract(image_batch(64, 64, 2))
+    out = cls().align(driving, 320, 448, reference_pose=driving[0])
+    assert len(out) == 6 and out[4:] == (320, 448) and all(type(v) is int for v in out[4:])
+    assert out[0].shape == (2, 448, 320, 3)
+
+
+def test_align_node_rounds_its_size_to_the_sampler_multiple(nodes, caplog):
+    extract = nodes.MusePosePoseExtract()
+    driving, _, _ = extract.extract(image_batch(64, 64, 2))
+    with caplog.at_level("WARNING"):
+        renders, _, debug, _, width, height = nodes.MusePosePoseAlign().align(driving, 250, 390,
+                                                                              reference_pose=driving[0])
+    assert (width, height) == (248, 384) and renders.shape == debug.shape == (2, 384, 248, 3)
+    said = [r.getMessage() for r in caplog.records if "multiple of 8" in r.getMessage()]
+    assert len(said) == 1 and "248x384" in said[0]
