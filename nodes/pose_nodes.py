@@ -28,7 +28,6 @@ from ..musepose.pose.models import find_dwpose_models
 SIZE_MULTIPLE = 8
 
 
-
 def _selection_inputs() -> dict[str, Any]:
     return {
         "fps": ("FLOAT", {"default": 30.0, "min": 0.1, "max": 240.0, "step": 0.01,
@@ -101,6 +100,7 @@ class MusePosePoseExtract:
         if not idx:
             raise ValueError(f"frame selection (start {start_frame}, every {every_nth}) leaves none of "
                              f"the {images.shape[0]} frames")
+        selection.report(int(images.shape[0]), fps)
         extractor = _extractor()
         poses = extractor.extract((_images_to_uint8(images, i) for i in idx), progress=_progress_callback(len(idx)),
                                   check_interrupt=host.check_interrupt, total=len(idx))
@@ -173,12 +173,17 @@ class MusePosePoseAlign:
         driving = [driving_all[i] for i in selection.indices(len(driving_all))]
         if not driving:
             raise ValueError(f"frame selection leaves none of the {len(driving_all)} driving frames")
+        selection.report(len(driving_all), fps)
         ref_rgb = None
         if reference_pose is not None:
             reference = pose_keypoint_to_frames(reference_pose)[0]
+            if reference_image is not None:
+                logger.warning("Both reference_image and reference_pose are connected: the reference pose is "
+                               "taken from reference_pose; the image is only the debug_overlay's background.")
         elif reference_image is not None:
             ref_rgb = _images_to_uint8(reference_image, 0)
-            reference = _extractor().extract([ref_rgb], check_interrupt=host.check_interrupt)[0]
+            reference = _extractor().extract([ref_rgb], check_interrupt=host.check_interrupt,
+                                             report_missing=False)[0]
         else:
             raise ValueError("connect a reference_image or a reference_pose")
         if reference_image is not None and ref_rgb is None:
@@ -190,8 +195,6 @@ class MusePosePoseAlign:
             render_short_side=RENDER_SHORT_SIDE, check_interrupt=host.check_interrupt,
             align_frame="auto" if align_frame < 0 else int(align_frame),
             person=person, ref_fit=ref_fit, smooth=smooth)
-        for w in result.warnings:
-            host.logger.warning("MusePose Pose Align: %s", w)
         if ref_rgb is not None:
             backdrop = fit_image(ref_rgb, width, height, ref_fit)
         else:

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .layout import VISIBLE_THRESHOLD, FramePose, PersonPose
+from .log import logger
 from .smoothing import one_euro
 
 # Combined point index space of one person: body 18, right hand 21, left hand 21, face 68.
@@ -174,10 +175,18 @@ def track_people(frames: Sequence[FramePose], mode: str = "largest",
     A candidate farther than max(0.1, half the tracked person's height) frame heights from the last
     neck is a different person; then the choice is made again by ``mode``.
     """
+    return track_people_detail(frames, mode, threshold)[0]
+
+
+def track_people_detail(frames: Sequence[FramePose], mode: str = "largest",
+                        threshold: float = VISIBLE_THRESHOLD) -> tuple[list[int | None], list[int]]:
+    """:func:`track_people` plus the frames where the followed person was lost and chosen anew by
+    ``mode`` (where the pose may jump to someone else)."""
     chosen: list[int | None] = []
+    switches: list[int] = []
     last_neck: np.ndarray | None = None
     last_h = 0.0
-    for f in frames:
+    for t, f in enumerate(frames):
         cands = [i for i, p in enumerate(f.people) if _usable(p, threshold)]
         pick = None
         if cands and last_neck is not None:
@@ -187,13 +196,15 @@ def track_people(frames: Sequence[FramePose], mode: str = "largest",
                 pick = best
         if pick is None and cands:
             pick = pick_person(f, mode, threshold)
+            if last_neck is not None:
+                switches.append(t)
         if pick is not None:
             p = f.people[pick]
             last_neck = p.body[ROOT, :2] / f.height
             x0, y0, x1, y1 = p.body_box(threshold)  # type: ignore[misc]
             last_h = (y1 - y0) / f.height
         chosen.append(pick)
-    return chosen
+    return chosen, switches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +268,8 @@ def estimate_scales(ref_xy: np.ndarray, ref_vis: np.ndarray, drv_xy: np.ndarray,
         g = prelim["hand"]
     else:
         g = 1.0
-        warnings.append("no segment measurable in both reference and driving pose; scales default to 1")
+        warnings.append("No body part is visible in both the reference and the dance, so the dancer's "
+                        "proportions are kept unchanged (scale 1).")
     for name, ratios in side_ratios.items():
         if name == "hand" or len(ratios) == 1:
             primary[name] = float(np.median(ratios))
@@ -283,13 +295,18 @@ def estimate_scales(ref_xy: np.ndarray, ref_vis: np.ndarray, drv_xy: np.ndarray,
     else:
         scales["hand"], sources["hand"] = arms, "arms"
     lo, hi = g / MAX_SCALE_SPREAD, g * MAX_SCALE_SPREAD
+    clamped = []
     for name, s in scales.items():
         if not math.isfinite(s) or s <= 0:
             scales[name], sources[name] = g, "whole-body median (invalid value)"
         elif s < lo or s > hi:
             scales[name] = float(min(max(s, lo), hi))
             sources[name] += ", clamped"
-            warnings.append(f"scale {name}={s:.3g} clamped to [{lo:.3g}, {hi:.3g}]")
+            clamped.append(f"{name.replace('_', ' ')} {s:.3g}x -> {scales[name]:.3g}x")
+    if clamped:
+        warnings.append(f"Some body parts would have been resized far more than the whole body ({g:.3g}x), so "
+                        f"they were limited: {', '.join(clamped)}. A joint is probably misdetected in the "
+                        "reference or in the align frame; try another align_frame.")
     return scales, sources, warnings
 
 
@@ -351,11 +368,29 @@ def _fit_transform(ref_w: int, ref_h: int, width: int, height: int, mode: str) -
     raise ValueError(f"unknown ref_fit {mode!r}: use 'stretch', 'crop' or 'pad'")
 
 
+def _stretch_note(reference: FramePose, width: int, height: int) -> str | None:
+    """The message for a reference whose aspect ratio 'stretch' changes, else None."""
+    if math.isclose(reference.width / reference.height, width / height, rel_tol=0.01):
+        return None
+    return (f"The reference is {reference.width}x{reference.height} but the output is {width}x{height}: with "
+            "ref_fit 'stretch' the reference pose is stretched to that shape (the person looks "
+            f"{'wider' if width / height > reference.width / reference.height else 'narrower'}). "
+            "Use 'crop' or 'pad' to keep proportions, and fit the reference image the same way in the Sampler "
+            "(its aspect setting).")
+
+
 def align_poses(reference: FramePose, driving: Sequence[FramePose], width: int, height: int,
-                options: AlignOptions | None = None) -> AlignResult:
-    """Align the driving poses to the reference person; poses come back in W x H output pixels."""
+                options: AlignOptions | None = None,
+                check_interrupt: Callable[[], None] | None = None) -> AlignResult:
+    """Align the driving poses to the reference person; poses come back in W x H output pixels.
+
+    What the user should know (gaps filled, person switches, stretched reference, limited scales...)
+    is in ``AlignResult.warnings`` and logged once each as a WARNING on the ``musepose.pose`` logger.
+    ``check_interrupt`` is called once per frame in the per-frame loops and may raise to cancel.
+    """
     opt = options or AlignOptions()
     thr = opt.threshold
+    check = check_interrupt or (lambda: None)
     if not driving:
         raise ValueError("no driving frames to align")
     ref_idx = pick_person(reference, opt.person, thr)
@@ -363,12 +398,29 @@ def align_poses(reference: FramePose, driving: Sequence[FramePose], width: int, 
         raise ValueError("no person with visible shoulders/neck found in the reference pose")
     ref_xy, ref_vis, _ = person_points(reference.people[ref_idx], reference.height, thr)
 
-    picks = track_people(driving, opt.person, thr)
+    warnings: list[str] = []
+    ref_people = sum(_usable(p, thr) for p in reference.people)
+    if ref_people > 1:
+        warnings.append(f"The reference shows {ref_people} people; the {opt.person.replace('_', ' ')} one is used.")
+    picks, switches = track_people_detail(driving, opt.person, thr)
     if all(p is None for p in picks):
         raise ValueError("no person with visible shoulders/neck found in any driving frame")
     detected = np.array([p is not None for p in picks])
     first = next(i for i, p in enumerate(picks) if p is not None)
     T = len(driving)
+    missing = [t for t in range(T) if picks[t] is None]
+    if missing:
+        warnings.append(f"{len(missing)} of {T} frames had no person detected (or no visible neck and shoulders), "
+                        f"the first at frame {missing[0]}; their poses were filled from the neighbouring frames "
+                        "(each repeats the last pose before it; leading ones take the first pose found).")
+    crowded = sum(sum(_usable(p, thr) for p in f.people) > 1 for f in driving)
+    if crowded:
+        warnings.append(f"Several people were detected in {crowded} of {T} frames; one person is followed "
+                        f"(chosen as the {opt.person.replace('_', ' ')} one).")
+    if switches:
+        warnings.append(f"The followed person was lost and chosen again in {len(switches)} frame(s), the first at "
+                        f"frame {switches[0]}: the pose may jump to another person there. Trim the clip, or try "
+                        f"person '{'most_central' if opt.person == 'largest' else 'largest'}'.")
     drv_xy = np.zeros((T, N_POINTS, 2))
     drv_vis = np.zeros((T, N_POINTS), dtype=bool)
     drv_score = np.zeros((T, N_POINTS))
@@ -379,7 +431,6 @@ def align_poses(reference: FramePose, driving: Sequence[FramePose], width: int, 
         f = driving[src]
         drv_xy[t], drv_vis[t], drv_score[t] = person_points(f.people[picks[src]], f.height, thr)
 
-    warnings: list[str] = []
     if opt.align_frame == "auto" or opt.align_frame is None:
         align_idx = choose_align_frame(drv_xy, drv_vis, detected)
     else:
@@ -387,22 +438,32 @@ def align_poses(reference: FramePose, driving: Sequence[FramePose], width: int, 
         if not 0 <= align_idx < T:
             raise ValueError(f"align_frame {align_idx} is outside the {T} driving frames")
         if not detected[align_idx]:
-            warnings.append(f"align frame {align_idx} has no person; using the repeated previous pose")
+            warnings.append(f"The align frame {align_idx} has no person; the pose repeated into it is measured "
+                            "instead. Pick a frame where the dancer is fully visible, or -1 (auto).")
     scales, sources, w2 = estimate_scales(ref_xy, ref_vis, drv_xy, drv_vis, align_idx,
                                           detected | (np.arange(T) == align_idx))
     warnings += w2
     offset = ref_xy[ROOT] - drv_xy[align_idx, ROOT]
 
-    aligned = np.stack([retarget(drv_xy[t], drv_vis[t], scales) for t in range(T)]) + offset
+    aligned = np.empty((T, N_POINTS, 2))
+    for t in range(T):
+        check()
+        aligned[t] = retarget(drv_xy[t], drv_vis[t], scales) + offset
     if opt.smooth and T > 1:
         aligned = one_euro(aligned, drv_vis, opt.fps, opt.smooth_min_cutoff, opt.smooth_beta)
 
+    if opt.ref_fit == "stretch":
+        note = _stretch_note(reference, int(width), int(height))
+        if note:
+            warnings.append(note)
     sx, sy, dx, dy = _fit_transform(reference.width, reference.height, width, height, opt.ref_fit)
     frames = []
     for t in range(T):
         px = aligned[t] * reference.height  # frame heights of the reference -> reference pixels
         px = np.stack([px[:, 0] * sx + dx, px[:, 1] * sy + dy], axis=1)
         frames.append(FramePose(int(width), int(height), [points_to_person(px, drv_score[t])]))
+    for message in warnings:
+        logger.warning("%s", message)
     return AlignResult(frames, scales, sources, align_idx, picks, offset, warnings)
 
 

@@ -43,7 +43,9 @@ def _progress(done: int, total: int) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     sel = FrameSelection(args.start_frame, args.every_nth, args.max_frames)
     frames, fps = read_frames(args.input, max_frames=sel.frames_needed())
-    idx = sel.indices(len(frames))
+    idx = sel.report(len(frames), fps)
+    if not idx:
+        raise SystemExit(f"frame selection leaves none of the {len(frames)} frames of {args.input}")
     extractor = extractor_for_dir(args.dwpose_dir, device=args.device)
     poses = extractor.extract((frames[i] for i in idx), progress=None if args.quiet else _progress, total=len(idx))
     out = Path(args.out_json)
@@ -69,11 +71,11 @@ def cmd_align(args: argparse.Namespace) -> int:
         sel = FrameSelection(args.start_frame, args.every_nth, args.max_frames)
         data = json.loads(Path(args.driving_json).read_text())
         driving_all = pose_keypoint_to_frames(data)
-        driving = [driving_all[i] for i in sel.indices(len(driving_all))]
+        driving = [driving_all[i] for i in sel.report(len(driving_all), args.fps or DEFAULT_FPS)]
         if not driving:
             raise SystemExit("frame selection leaves no frames of the driving JSON")
         fps = sel.fps(args.fps or DEFAULT_FPS)
-        reference = extractor_for_dir(args.dwpose_dir, device=args.device).extract([ref])[0]
+        reference = extractor_for_dir(args.dwpose_dir, device=args.device).extract([ref], report_missing=False)[0]
         for k in ("start_frame", "every_nth", "max_frames"):
             options.pop(k)
         renders, _ = align_and_render(reference, driving, args.width, args.height, fps, **options)

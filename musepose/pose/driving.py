@@ -53,9 +53,9 @@ def align_and_render(reference: FramePose, driving: list[FramePose], width: int,
                      **align: Any) -> tuple[np.ndarray, AlignResult]:
     """Align poses to the reference and draw them MusePose-style at W x H.
 
-    ``check_interrupt`` is called per frame while drawing and may raise to cancel.
+    ``check_interrupt`` is called per frame while aligning and drawing and may raise to cancel.
     """
-    result = align_poses(reference, driving, width, height, AlignOptions(fps=fps, **align))
+    result = align_poses(reference, driving, width, height, AlignOptions(fps=fps, **align), check_interrupt)
     renders = render_poses(result.frames, width, height, check_interrupt=check_interrupt, person=0,
                            render_short_side=render_short_side, draw_hands=draw_hands, draw_face=draw_face)
     return renders, result
@@ -75,7 +75,8 @@ def driving_video_to_pose_frames(dwpose_dir: str | os.PathLike, ref_image_rgb_ui
     ("largest"/"most_central"), ref_fit ("stretch"/"crop"/"pad"), smooth, smooth_min_cutoff,
     smooth_beta, threshold (alignment); draw_hands, draw_face, render_short_side (drawing).
     ``video_path`` may also be an image folder (then ``default_fps`` is assumed). ``device``: where
-    DWPose runs (see :func:`extractor_for_dir`).
+    DWPose runs (see :func:`extractor_for_dir`). Selection options given as None take their defaults.
+    Frames without a person are reported once by the alignment (which fills them), not per frame.
     """
     selection, align, draw = split_options(align_options)
     frames, fps = read_frames(video_path, max_frames=selection.frames_needed())
@@ -84,9 +85,9 @@ def driving_video_to_pose_frames(dwpose_dir: str | os.PathLike, ref_image_rgb_ui
         raise ValueError(f"frame selection {selection} leaves no frames of the {len(frames)} in {video_path}")
     extractor = extractor_for_dir(dwpose_dir, cache, device)
     reference = extractor.extract([np.asarray(ref_image_rgb_uint8, dtype=np.uint8)[..., :3]],
-                                  check_interrupt=check_interrupt)[0]
+                                  check_interrupt=check_interrupt, report_missing=False)[0]
     driving = extractor.extract((frames[i] for i in idx), progress=progress,
-                                check_interrupt=check_interrupt, total=len(idx))
+                                check_interrupt=check_interrupt, total=len(idx), report_missing=False)
     out_fps = selection.fps(fps or default_fps)
     renders, _ = align_and_render(reference, driving, width, height, out_fps, check_interrupt=check_interrupt,
                                   **draw, **align)

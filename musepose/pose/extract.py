@@ -17,6 +17,7 @@ import numpy as np
 from . import rtmpose, yolox
 from .cache import DEFAULT_POSE_CACHE, PoseCache, frame_digest
 from .layout import VISIBLE_THRESHOLD, FramePose, wholebody_to_openpose
+from .log import logger
 from .models import DWPoseModelPaths, import_onnxruntime, onnx_providers, open_session
 
 ProgressFn = Callable[[int, int], None]
@@ -143,12 +144,14 @@ class DWPoseExtractor:
         return frame_digest(frame) + "|" + self.settings_key
 
     def extract(self, frames: Iterable[np.ndarray], progress: ProgressFn | None = None,
-                check_interrupt: CancelFn | None = None, total: int | None = None) -> list[FramePose]:
+                check_interrupt: CancelFn | None = None, total: int | None = None,
+                report_missing: bool = True) -> list[FramePose]:
         """Poses of every frame (RGB uint8 ``[H, W, 3]``), in order.
 
         ``check_interrupt`` may raise to cancel: it is called before each frame, between the two
         models, and every :data:`INTERRUPT_POLL_S` s while a model runs (from a helper thread; the
         exception it raised comes out of this call). ``progress(done, total)`` after each frame.
+        ``report_missing``: say once, at the end, how many frames had nobody in them.
         """
         if total is None and hasattr(frames, "__len__"):
             total = len(frames)  # type: ignore[arg-type]
@@ -159,6 +162,8 @@ class DWPoseExtractor:
             out = self._extract(frames, progress, watch, total)
         finally:
             self._watch = None
+        if report_missing:
+            report_empty_frames(out)
         return out
 
     def _extract(self, frames: Iterable[np.ndarray], progress: ProgressFn | None, watch: "_InterruptWatch | None",
@@ -182,6 +187,20 @@ class DWPoseExtractor:
             if progress is not None:
                 progress(i + 1, max(total, i + 1))
         return out
+
+
+def report_empty_frames(poses: Sequence[FramePose]) -> int:
+    """Say once how many frames have no person at all; returns that number."""
+    empty = [i for i, p in enumerate(poses) if not p.people]
+    if not empty:
+        return 0
+    if len(empty) == len(poses):
+        logger.warning("No person was detected in any of the %d frame(s): check that the dancer is clearly "
+                       "visible (whole body, not too small in the picture).", len(poses))
+    else:
+        logger.warning("%d of %d frames had no person detected (the first is frame %d); the alignment step "
+                       "(MusePose Pose Align) fills them from the neighbouring frames.", len(empty), len(poses), empty[0])
+    return len(empty)
 
 
 def _providers_key(providers: Sequence) -> tuple:

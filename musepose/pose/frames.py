@@ -3,6 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .log import logger
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
 
 @dataclass(frozen=True)
 class FrameSelection:
@@ -38,3 +45,30 @@ class FrameSelection:
     def fps(self, input_fps: float) -> float:
         """Frame rate of the selected frames, so playback keeps real time."""
         return float(input_fps) / self.every_nth
+
+    def notes(self, total: int, input_fps: float | None = None) -> list[str]:
+        """What the user should know about applying this selection to ``total`` frames (may be empty)."""
+        idx = self.indices(total)
+        notes: list[str] = []
+        if not idx:
+            return notes
+        if self.max_frames and self.max_frames > len(idx):
+            notes.append(f"max_frames is {self.max_frames} but only {len(idx)} frames remain after start_frame and "
+                         f"every_nth: all {len(idx)} are used.")
+        if len(idx) < total:
+            how = [f"from frame {self.start_frame}"] if self.start_frame else []
+            if self.every_nth > 1:
+                how.append(f"every {_ordinal(self.every_nth)} frame")
+            if self.max_frames and self.max_frames == len(idx):
+                how.append(f"at most {self.max_frames}")
+            note = f"Using {len(idx)} of the {total} frames ({', '.join(how)})"
+            if self.every_nth > 1 and input_fps:
+                note += f"; the frame rate becomes {self.fps(input_fps):.4g} fps (the fps output)"
+            notes.append(note + ".")
+        return notes
+
+    def report(self, total: int, input_fps: float | None = None) -> list[int]:
+        """:meth:`indices`, saying :meth:`notes` once each as WARNINGs on the ``musepose.pose`` logger."""
+        for note in self.notes(total, input_fps):
+            logger.warning("%s", note)
+        return self.indices(total)
