@@ -199,3 +199,39 @@ def test_onnxruntime_is_never_a_hard_requirement():
     assert not [n for n in runtime + deps if n.startswith("onnxruntime")]
     dev = _requirement_names((REPO / "requirements-dev.txt").read_text().splitlines())
     assert "onnxruntime" in dev
+
+
+def test_pack_loads_and_aligns_without_onnxruntime(tmp_path):
+    """Neither onnxruntime build installed: the pose nodes still load, Pose Align works from a reference
+    POSE_KEYPOINT, and Pose Extract stops with the message naming both packages."""
+    import json
+    import subprocess
+
+    script = f"""
+import sys, types, json
+sys.modules["onnxruntime"] = None  # as if neither onnxruntime nor onnxruntime-gpu were installed
+pkg = types.ModuleType("mpe_no_ort"); pkg.__path__ = [{str(REPO)!r}]; sys.modules["mpe_no_ort"] = pkg
+import torch
+from mpe_no_ort.nodes import pose_nodes, host
+host.add_standalone_model_root({str(tmp_path)!r})
+poses = json.loads(sys.stdin.read())
+out = pose_nodes.MusePosePoseAlign().align(poses, 64, 96, reference_pose=poses[0])
+assert out[0].shape == (len(poses), 96, 64, 3) and out[4:] == (64, 96)
+try:
+    pose_nodes.MusePosePoseExtract().extract(torch.rand(1, 64, 48, 3))
+except ImportError as exc:
+    print("EXTRACT:", exc)
+"""
+    (tmp_path / "dwpose").mkdir()
+    for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
+        (tmp_path / "dwpose" / name).write_bytes((FIXTURE / name).read_bytes())
+    person = {"pose_keypoints_2d": [0.0] * 54}
+    body = [(32, 20), (32, 30), (24, 30), (22, 42), (20, 54), (40, 30), (42, 42), (44, 54),
+            (27, 55), (27, 70), (27, 85), (37, 55), (37, 70), (37, 85), (30, 18), (34, 18), (28, 19), (36, 19)]
+    person["pose_keypoints_2d"] = [v for x, y in body for v in (x, y, 0.9)]
+    poses = [{"people": [person], "canvas_width": 64, "canvas_height": 96}] * 3
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(poses), capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "EXTRACT: DWPose pose extraction needs onnxruntime" in proc.stdout
+    assert "pip install onnxruntime-gpu" in proc.stdout and "pip install onnxruntime'" in proc.stdout
