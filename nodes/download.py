@@ -48,12 +48,43 @@ REHOSTS: dict[str, list[HubFile]] = {}
 HubDownload = Callable[..., str]
 
 
+class DownloadError(OSError):
+    """download_missing could not fetch every file: says which, from where, to where, and what to do."""
+
+
 def default_hub_download() -> HubDownload:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise RuntimeError("download_missing needs the huggingface_hub package: pip install huggingface_hub") from exc
+    from huggingface_hub import hf_hub_download  # ImportError: reported by download_missing with the files
+
     return hf_hub_download
+
+
+def hub_url(item: HubFile) -> str:
+    return f"https://huggingface.co/{item.repo_id}/resolve/main/{item.filename}"
+
+
+def target_path(item: HubFile) -> str:
+    """Where ``item`` lands (hf_hub_download keeps the repository path below ``local_dir``)."""
+    return os.path.join(host.default_model_dir(item.kind), item.subdir, *item.filename.split("/"))
+
+
+def failure_message(reason: str, pending: list[HubFile], fetched: list[str]) -> str:
+    lines = [f"MusePose: download_missing could not fetch {len(pending)} file(s) from Hugging Face: {reason}",
+             "Still missing (source -> where it goes):"]
+    lines += [f"  - {hub_url(item)}\n      -> {target_path(item)}" for item in pending]
+    if fetched:
+        lines.append(f"Already fetched and kept: {', '.join(fetched)}.")
+    lines.append("Download each file by hand (open the address in a browser, or `huggingface-cli download "
+                 "<repo> <file> --local-dir <folder>`) and put it at the path shown, then queue again. Or fix "
+                 "the network access (proxy settings, HF_ENDPOINT for a mirror, HF_TOKEN) and keep "
+                 "download_missing on.")
+    return "\n".join(lines)
+
+
+def _reason(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if len(first) > 200:
+        first = first[:200] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def plan(slots: list[str]) -> list[HubFile]:
@@ -71,17 +102,32 @@ def plan(slots: list[str]) -> list[HubFile]:
 
 def download_missing(slots: list[str], hub_download: HubDownload | None = None,
                      check_interrupt: Callable[[], None] = host.check_interrupt) -> list[str]:
-    """Fetch the files of ``slots`` into ComfyUI's model folders; returns the local paths."""
-    hub_download = hub_download or default_hub_download()
-    written = []
+    """Fetch the files of ``slots`` into ComfyUI's model folders; returns the local paths.
+
+    Stops at the first file that cannot be fetched (no network: every further try would wait as long)
+    and raises :class:`DownloadError` naming that file and every one not fetched yet.
+    """
     files = plan(slots)
+    if hub_download is None:
+        try:
+            hub_download = default_hub_download()
+        except ImportError:
+            raise DownloadError(failure_message(
+                "the huggingface_hub package is not installed (pip install huggingface_hub, in ComfyUI's "
+                "Python)", files, [])) from None
+    written: list[str] = []
     progress = host.Progress(len(files))
-    for item in files:
+    for index, item in enumerate(files):
         check_interrupt()
         local_dir = os.path.join(host.default_model_dir(item.kind), item.subdir)
         os.makedirs(local_dir, exist_ok=True)
         logger.info("MusePose: downloading %s/%s -> %s", item.repo_id, item.filename, local_dir)
-        path = hub_download(repo_id=item.repo_id, filename=item.filename, local_dir=local_dir)
+        try:
+            path = hub_download(repo_id=item.repo_id, filename=item.filename, local_dir=local_dir)
+        except Exception as exc:
+            if type(exc).__name__ in ("InterruptProcessingException", "Interrupted"):
+                raise  # Cancel, not a download failure
+            raise DownloadError(failure_message(_reason(exc), files[index:], written)) from exc
         written.append(str(path))
         progress.update(1)
     return written

@@ -64,6 +64,37 @@ SOURCES = {
 }
 
 
+#: What a weights_path folder may hold (either layout); a folder with none of it is refused.
+WEIGHTS_PATH_SLOTS = ("denoising_unet", "reference_unet", "pose_guider", "motion_module", "unet_config",
+                      "image_encoder", "image_encoder_config", "vae", "vae_config")
+WEIGHTS_PATH_FILES = (
+    "MusePose/denoising_unet.pth", "MusePose/reference_unet.pth", "MusePose/pose_guider.pth",
+    "MusePose/motion_module.pth", "sd-image-variations-diffusers/unet/config.json",
+    "image_encoder/config.json + image_encoder/pytorch_model.bin",
+    "sd-vae-ft-mse/config.json + sd-vae-ft-mse/diffusion_pytorch_model.bin",
+)
+WEIGHTS_PATH_COMPACT = ("denoising_unet", "reference_unet", "pose_guider", "motion_module", "image_encoder", "vae")
+
+
+def weights_path_message(weights_path: str, root: Path) -> str:
+    """A weights_path folder that holds none of the expected files: say so, list them, say what to do."""
+    try:
+        found = sorted(p.name for p in root.iterdir())
+    except OSError:
+        found = []
+    shown = ", ".join(found[:8]) + (", ..." if len(found) > 8 else "") if found else "nothing"
+    lines = [f"MusePose: the weights_path folder {str(root)!r} holds none of the MusePose files "
+             f"(it holds: {shown}).",
+             "Expected there (the official pretrained_weights/ layout; .safetensors may replace .pth/.bin):"]
+    lines += [f"  - {name}" for name in WEIGHTS_PATH_FILES]
+    lines.append("or the compact layout of `python -m musepose convert`: "
+                 + ", ".join(f"{n}.safetensors" for n in WEIGHTS_PATH_COMPACT)
+                 + " with unet_config.json, image_encoder_config.json, vae_config.json.")
+    lines.append("Point weights_path at the folder that holds these files (the one with MusePose/ in it), or leave "
+                 "it empty to use ComfyUI's models/musepose, models/vae and models/clip_vision folders.")
+    return "\n".join(lines)
+
+
 def musepose_candidates(component: str) -> list[str]:
     return [f"{root}{sub}{component}{suffix}" for root in OFFICIAL_ROOTS for sub in ("", "MusePose/")
             for suffix in SUFFIXES]
@@ -92,6 +123,8 @@ def resolve_weight_paths(weights_path: str = "", vae: str = AUTO, image_encoder:
             raise MissingWeightsError(f"weights_path {weights_path!r} is not a folder; leave it empty to use "
                                       f"ComfyUI's models/musepose folder")
         paths = WeightPaths.from_root(root)
+        if not any(getattr(paths, slot) is not None for slot in WEIGHTS_PATH_SLOTS):
+            raise MissingWeightsError(weights_path_message(weights_path, root))
         if paths.vae is not None and paths.vae_config is None:
             paths.vae_config = _config_beside(paths.vae)
     else:

@@ -179,3 +179,90 @@ def test_lowvram_without_comfyui_falls_back_to_model_offload(env, caplog):
     with caplog.at_level("WARNING"):
         (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32", offload="lowvram")
     assert model.placement.offload == "model" and "needs ComfyUI" in caplog.text
+
+
+def _failing_hub(message="An error happened while trying to locate the file on the Hub and we cannot find the "
+                         "requested files in the local cache. Please check your connection and try again."):
+    requested = []
+
+    def hub(repo_id, filename, local_dir):
+        requested.append(filename)
+        raise OSError(message)
+
+    return hub, requested
+
+
+def test_download_without_network_names_every_file_source_and_folder(env):
+    pack, models = env
+    layout = {k: v for k, v in TINY_LAYOUT.items() if not k.startswith(("vae/", "musepose/motion_module"))}
+    place_tiny_weights(models, layout)
+    hub, requested = _failing_hub()
+    with pytest.raises(pack.nodes.download.DownloadError) as info:
+        pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32", download_missing=True,
+                                                               hub_download=hub)
+    message = str(info.value)
+    assert requested == ["MusePose/motion_module.pth"]  # stops at the first failure (no network: all would wait)
+    assert "could not fetch 3 file(s) from Hugging Face: OSError: An error happened" in message
+    for url, target in (
+            ("https://huggingface.co/TMElyralab/MusePose/resolve/main/MusePose/motion_module.pth",
+             models / "musepose" / "MusePose" / "motion_module.pth"),
+            ("https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main/config.json",
+             models / "vae" / "sd-vae-ft-mse" / "config.json"),
+            ("https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors",
+             models / "vae" / "sd-vae-ft-mse" / "diffusion_pytorch_model.safetensors")):
+        assert f"{url}\n      -> {target}" in message, message
+    assert "by hand" in message and "put it at the path shown" in message
+
+
+def test_download_failure_after_some_files_says_what_was_kept(env):
+    pack, models = env
+    layout = {k: v for k, v in TINY_LAYOUT.items() if not k.startswith("vae/")}
+    place_tiny_weights(models, layout)
+
+    def hub(repo_id, filename, local_dir):
+        if filename == "config.json":
+            dest = os.path.join(local_dir, filename)
+            shutil.copyfile(WEIGHTS / "sd-vae-ft-mse" / "config.json", dest)
+            return dest
+        raise ConnectionError("connection reset")
+
+    with pytest.raises(pack.nodes.download.DownloadError) as info:
+        pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(download_missing=True, hub_download=hub)
+    message = str(info.value)
+    assert "could not fetch 1 file(s) from Hugging Face: ConnectionError: connection reset" in message
+    assert "diffusion_pytorch_model.safetensors" in message and "Already fetched and kept:" in message
+
+
+def test_download_without_huggingface_hub_names_the_files(env, monkeypatch):
+    pack, models = env
+    layout = {k: v for k, v in TINY_LAYOUT.items() if "pose_guider" not in k}
+    place_tiny_weights(models, layout)
+
+    def no_hub():
+        raise ImportError("No module named 'huggingface_hub'")
+
+    monkeypatch.setattr(pack.nodes.download, "default_hub_download", no_hub)
+    with pytest.raises(pack.nodes.download.DownloadError, match="huggingface_hub package is not installed") as info:
+        pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(download_missing=True)
+    assert "TMElyralab/MusePose/resolve/main/MusePose/pose_guider.pth" in str(info.value)
+
+
+@pytest.mark.parametrize("content", [[], ["notes.txt", "other_model.safetensors"]])
+def test_weights_path_with_none_of_the_files_is_refused(env, tmp_path, content):
+    """An existing weights_path folder holding none of the files used to be ignored silently (the model
+    folders were used instead): it is an error that lists what the folder should hold."""
+    pack, models = env
+    place_tiny_weights(models)  # the model folders could serve: the widget must still not be ignored
+    folder = tmp_path / "my_weights"
+    folder.mkdir()
+    for name in content:
+        (folder / name).write_text("x")
+    with pytest.raises(FileNotFoundError) as info:
+        pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(weights_path=str(folder))
+    message = str(info.value)
+    assert f"the weights_path folder '{folder}' holds none of the MusePose files" in message
+    assert f"(it holds: {', '.join(content) or 'nothing'})" in message
+    for name in ("MusePose/denoising_unet.pth", "MusePose/motion_module.pth", "sd-vae-ft-mse/config.json",
+                 "image_encoder/config.json", "denoising_unet.safetensors"):
+        assert name in message
+    assert "leave it empty" in message
