@@ -8,8 +8,8 @@ import math
 from . import host
 from .attention import attention_backend
 from .memory import reference_memory, vae_encode_memory, window_memory, CLIP_BYTES
-from .options import (ASPECT_MODES, BLENDS, CATEGORY, CFG_MODES, CONTEXT_SCHEDULES, MAX_RESOLUTION, MODEL_TYPE,
-                      SCHEDULERS)
+from .options import (ASPECT_MODES, BLENDS, CATEGORY, CFG_MODES, CONTEXT_SCHEDULES, MAX_CONTEXT_FRAMES,
+                      MAX_RESOLUTION, MIN_RESOLUTION, MODEL_TYPE, SCHEDULERS)
 from .preview import LatestPreview, engine_to_latent
 
 logger = logging.getLogger("musepose_express")
@@ -20,8 +20,51 @@ def aspect_note(src_w: int, src_h: int, width: int, height: int, mode: str, what
     if (src_w, src_h) == (width, height) or math.isclose(src_w / src_h, width / height, rel_tol=0.01):
         return None
     how = {"stretch": "stretched (distorted)", "crop": "centre-cropped", "pad": "padded with black borders"}[mode]
-    return (f"MusePose Sampler: the {what} is {src_w}x{src_h} but the output is {width}x{height}: it is {how}"
-            + ("; set aspect to crop or pad to keep proportions" if mode == "stretch" else ""))
+    verb = "are" if what.endswith("s") else "is"  # "the pose frames are", "the reference image is"
+    return (f"MusePose Sampler: the {what} {verb} {src_w}x{src_h} but the output is {width}x{height}, so "
+            f"{'they' if verb == 'are' else 'it'} {verb} {how} to fit"
+            + ("; set aspect to crop or pad to keep the proportions." if mode == "stretch" else "."))
+
+
+def sampler_input_problems(width=None, height=None, context_frames=None, context_overlap=None) -> list[str]:
+    """What the Sampler's widgets alone rule out, each in a sentence (empty: fine). ``None`` = linked, unknown.
+
+    Used at queue time (VALIDATE_INPUTS, which replaces ComfyUI's own min/max checks of these inputs)
+    and again when the node runs (a linked width or height is known only then).
+    """
+    problems = []
+    for name, value in (("width", width), ("height", height)):
+        if value is None:
+            continue
+        if int(value) > MAX_RESOLUTION:
+            problems.append(f"{name} {int(value)} is more than MusePose Express supports: at most {MAX_RESOLUTION} "
+                            f"pixels a side (MusePose was trained at 512-768). Use a smaller size and upscale "
+                            f"the video afterwards.")
+        elif int(value) < MIN_RESOLUTION:
+            problems.append(f"{name} {int(value)} is less than the smallest size, {MIN_RESOLUTION} pixels.")
+    if context_frames is not None:
+        if int(context_frames) > MAX_CONTEXT_FRAMES:
+            problems.append(f"context_frames {int(context_frames)} is more than the motion module handles: at most "
+                            f"{MAX_CONTEXT_FRAMES} frames per window (MusePose used 48).")
+        elif int(context_frames) < 1:
+            problems.append(f"context_frames must be at least 1 (got {int(context_frames)}).")
+    if context_overlap is not None:
+        if int(context_overlap) < 0:
+            problems.append(f"context_overlap cannot be negative (got {int(context_overlap)}).")
+        elif context_frames is not None and int(context_overlap) >= int(context_frames):
+            problems.append(f"context_overlap ({int(context_overlap)}) must be smaller than context_frames "
+                            f"({int(context_frames)}): otherwise neighbouring windows share every frame. Lower "
+                            f"context_overlap (MusePose used 4 with 48-frame windows).")
+    return problems
+
+
+def large_run_note(settings, musepose) -> str | None:
+    """The warning for a size between NORMAL_RESOLUTION and MAX_RESOLUTION: the run's estimated memory and time.
+
+    Hook for the engine's planner (being written): it is to return e.g. "1536x1536 is above MusePose's usual
+    range: about N GB and M minutes on this device" for such sizes, None otherwise. Returns None until then.
+    """
+    return None
 
 
 def count_window_batches(frames: int, settings) -> int:
@@ -50,10 +93,10 @@ class MusePoseSampler:
                 "reference_image": ("IMAGE", {"tooltip": "The person to animate (the first image of the batch)."}),
                 "pose_images": ("IMAGE", {"tooltip": "Pose frames (MusePose-style skeleton renders), one per output "
                                                      "frame: e.g. from MusePose Pose Align."}),
-                "width": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
-                                  "tooltip": "Output width (multiple of 8)."}),
-                "height": ("INT", {"default": 768, "min": 64, "max": MAX_RESOLUTION, "step": 8,
-                                   "tooltip": "Output height (multiple of 8)."}),
+                "width": ("INT", {"default": 512, "min": MIN_RESOLUTION, "max": MAX_RESOLUTION, "step": 8,
+                                  "tooltip": f"Output width (multiple of 8; at most {MAX_RESOLUTION})."}),
+                "height": ("INT", {"default": 768, "min": MIN_RESOLUTION, "max": MAX_RESOLUTION, "step": 8,
+                                   "tooltip": f"Output height (multiple of 8; at most {MAX_RESOLUTION})."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "Noise seed: the same seed and settings give the same video."}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200,
@@ -63,10 +106,10 @@ class MusePoseSampler:
                                              "and halves the work."}),
                 "scheduler": (list(SCHEDULERS), {"default": "ddim", "tooltip": (
                     "Sampler. ddim is MusePose's own; the others use the same v-prediction / zero-SNR schedule.")}),
-                "context_frames": ("INT", {"default": 48, "min": 1, "max": 256, "tooltip": (
-                    "Frames per context window (MusePose: 48). Smaller windows need less memory and run "
-                    "faster per step.")}),
-                "context_overlap": ("INT", {"default": 4, "min": 0, "max": 255, "tooltip": (
+                "context_frames": ("INT", {"default": 48, "min": 1, "max": MAX_CONTEXT_FRAMES, "tooltip": (
+                    "Frames per context window (MusePose: 48; at most 128, the motion module's limit). Smaller "
+                    "windows need less memory and run faster per step.")}),
+                "context_overlap": ("INT", {"default": 4, "min": 0, "max": MAX_CONTEXT_FRAMES - 1, "tooltip": (
                     "Frames shared by neighbouring windows (must be smaller than context_frames).")}),
                 "context_schedule": (list(CONTEXT_SCHEDULES), {"default": "uniform", "tooltip": (
                     "uniform: MusePose's windows (the last one wraps around to the first frames). static: the "
@@ -86,11 +129,20 @@ class MusePoseSampler:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, context_frames=None, context_overlap=None):
+        """Queue-time checks of what the widgets alone decide (linked inputs arrive as None)."""
+        problems = sampler_input_problems(width, height, context_frames, context_overlap)
+        return " ".join(problems) if problems else True
+
     def sample(self, musepose, reference_image, pose_images, width=512, height=768, seed=0, steps=20, cfg=3.5,
                scheduler="ddim", context_frames=48, context_overlap=4, context_schedule="uniform", blending="flat",
                windows_per_batch=1, aspect="stretch", cfg_mode="batched"):
         from ..musepose.pipeline import SamplingSettings
 
+        problems = sampler_input_problems(width, height, context_frames, context_overlap)
+        if problems:
+            raise ValueError("MusePose Sampler: " + " ".join(problems))
         if reference_image.ndim == 3:
             reference_image = reference_image[None]
         if pose_images.ndim == 3:
@@ -100,10 +152,15 @@ class MusePoseSampler:
             seed=int(seed), context_frames=int(context_frames), context_overlap=int(context_overlap),
             context_schedule=context_schedule, context_batch_size=int(windows_per_batch), blend=blending,
             scheduler=scheduler, aspect=aspect, cfg_mode=cfg_mode).validated(int(pose_images.shape[0]))
-        for tensor, what in ((reference_image, "reference image"), (pose_images, "pose frames")):
-            note = aspect_note(int(tensor.shape[2]), int(tensor.shape[1]), settings.width, settings.height, aspect, what)
-            if note:
-                logger.warning(note)
+        # The pose frames' resize (and stretch) is reported by the engine as it prepares them: only the
+        # reference is the node's to report, so each fact is said once.
+        note = aspect_note(int(reference_image.shape[2]), int(reference_image.shape[1]), settings.width,
+                           settings.height, aspect, "reference image")
+        if note:
+            logger.warning(note)
+        note = large_run_note(settings, musepose)
+        if note:
+            logger.warning(note)
 
         self._plan_memory(musepose, settings)
         batches = count_window_batches(settings.num_frames, settings)

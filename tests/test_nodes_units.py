@@ -154,3 +154,38 @@ def test_model_cache_capacity_and_eviction(pack):
     assert cache.get_or_load("a", lambda: Item(99)) is a and cache.loads == 1 and cache.hits == 1
     cache.get_or_load("b", lambda: Item(2))
     assert closed == [1] and len(cache) == 1 and cache.loads == 2
+
+
+def test_sampler_validate_inputs_refuses_what_widgets_alone_decide(pack):
+    sampler = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]
+    options = pack.nodes.options
+    ok = dict(width=512, height=768, context_frames=48, context_overlap=4)
+    assert sampler.VALIDATE_INPUTS(**ok) is True
+    assert sampler.VALIDATE_INPUTS(width=None, height=None, context_frames=None, context_overlap=None) is True  # linked
+    assert sampler.VALIDATE_INPUTS(**{**ok, "width": options.MAX_RESOLUTION, "height": options.MIN_RESOLUTION}) is True
+    assert sampler.VALIDATE_INPUTS(**{**ok, "context_frames": 128, "context_overlap": 127}) is True
+    for change, expected in (
+            (dict(context_overlap=48), "context_overlap (48) must be smaller than context_frames (48)"),
+            (dict(context_frames=8, context_overlap=9), "context_overlap (9) must be smaller than context_frames (8)"),
+            (dict(context_overlap=-1), "cannot be negative"),
+            (dict(width=2056), "width 2056 is more than MusePose Express supports: at most 2048 pixels a side"),
+            (dict(height=8192), "height 8192 is more than"),
+            (dict(width=56), "width 56 is less than the smallest size, 64 pixels"),
+            (dict(context_frames=129), "at most 128 frames per window"),
+            (dict(context_frames=0, context_overlap=None), "context_frames must be at least 1")):
+        result = sampler.VALIDATE_INPUTS(**{**ok, **change})
+        assert isinstance(result, str) and expected in result, (change, result)
+    # the same checks when the node runs (a linked width is only known then), before any work
+    with pytest.raises(ValueError, match="at most 2048 pixels a side"):
+        sampler().sample(None, None, None, width=4096, height=512)
+
+
+def test_size_limits_and_widget_ranges(pack):
+    options = pack.nodes.options
+    assert options.MIN_RESOLUTION < options.NORMAL_RESOLUTION < options.MAX_RESOLUTION == 2048
+    assert options.MAX_CONTEXT_FRAMES == 128
+    required = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"].INPUT_TYPES()["required"]
+    assert required["width"][1]["max"] == required["height"][1]["max"] == 2048
+    assert required["width"][1]["min"] == 64
+    assert required["context_frames"][1]["max"] == 128 and required["context_overlap"][1]["max"] == 127
+    assert pack.nodes.sampler_node.large_run_note(None, None) is None  # the planner's hook, empty for now
