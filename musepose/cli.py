@@ -24,29 +24,56 @@ def find_demo_data() -> Path:
                      "of the repository (https://github.com/musepose-express/comfyui-musepose-express)")
 
 
+def _positive(kind: str):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{kind} must be at least 1 (got {value})")
+        return value
+    return parse
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (auto) or a number of frames (got {value})")
+    return value
+
+
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from .options import ASPECT_MODES, BLENDINGS, CFG_MODES, CONTEXT_SCHEDULES, OFFLOAD_LEVELS, PRECISIONS, SCHEDULERS
+
     p.add_argument("--width", type=int, default=512, help="output width (rounded down to a multiple of 8)")
     p.add_argument("--height", type=int, default=512, help="output height (rounded down to a multiple of 8)")
-    p.add_argument("--frames", type=int, default=None, help="frames to generate (default: all pose frames)")
+    p.add_argument("--frames", type=_positive("--frames"), default=None,
+                   help="frames to generate (default: all pose frames)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale; <= 1 disables it")
     p.add_argument("--seed", type=int, default=0, help="noise seed (CPU generator: same noise on any device)")
     p.add_argument("--context-frames", type=int, default=48, help="frames per context window (default 48)")
     p.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
-    p.add_argument("--context-schedule", choices=["uniform", "static"], default="uniform",
+    p.add_argument("--context-schedule", choices=CONTEXT_SCHEDULES, default="uniform",
                    help="uniform = the original (last window wraps to frame 0); static = last window slides back")
-    p.add_argument("--context-batch-size", type=int, default=1, help="windows per UNet call")
-    p.add_argument("--blend", choices=["flat", "pyramid"], default="flat", help="overlap blending")
-    p.add_argument("--scheduler", choices=["ddim", "euler", "unipc", "dpmpp_2m"], default="ddim")
-    p.add_argument("--cfg-mode", choices=["batched", "sequential"], default="batched",
-                   help="sequential runs the two guidance halves one after the other (less memory)")
-    p.add_argument("--aspect", choices=["stretch", "crop", "pad"], default="stretch",
+    p.add_argument("--windows-per-batch", "--context-batch-size", dest="windows_per_batch", type=int, default=1,
+                   help="windows per UNet call")
+    p.add_argument("--blending", "--blend", dest="blending", choices=BLENDINGS, default="flat",
+                   help="overlap blending")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
+    p.add_argument("--aspect", choices=ASPECT_MODES, default="stretch",
                    help="how pose frames/reference of another aspect ratio are fitted to W x H")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="auto",
+                   help="auto = fp16 on a GPU, fp32 on the CPU; fp8 stores the UNets' weights as fp8 (lossy)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--offload", choices=["none", "model"], default="none",
-                   help="model: keep each network on the device only while it runs")
-    p.add_argument("--decode-chunk", type=int, default=8, help="frames decoded per VAE call")
+    p.add_argument("--offload", choices=OFFLOAD_LEVELS, default="auto",
+                   help="memory level: auto = the fastest that fits the free memory; none = everything resident; "
+                        "model = networks on the device only while they run, activations chunked; lowvram = "
+                        "also stream the UNet's weights")
+    p.add_argument("--cfg-mode", choices=CFG_MODES, default="auto",
+                   help="sequential runs the two guidance halves one after the other (less memory); auto decides")
+    p.add_argument("--vram-gb", type=float, default=None,
+                   help="device memory this run may use, in GB (default: what is free on the device)")
+    p.add_argument("--decode-chunk", type=_at_least_zero, default=0,
+                   help="frames decoded per VAE call (default 0 = as many as fit)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the pose video's, else 12)")
     p.add_argument("--out", default="outputs/musepose.mp4", help="output .mp4 path")
     p.add_argument("--save-array", default=None,
@@ -78,25 +105,59 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", required=True)
     conv.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
 
-    for hook in (_pose_hook, _plan_hook):
-        hook(sub)
+    from .options import CFG_MODES, OFFLOAD_LEVELS, PRECISIONS
+    from .pose.cli import add_pose_subcommands
+
+    add_pose_subcommands(sub)
+
+    plan = sub.add_parser("plan", help="predict peak device memory and time per memory level (no GPU needed)")
+    plan.add_argument("--width", type=int, default=768)
+    plan.add_argument("--height", type=int, default=768)
+    plan.add_argument("--frames", type=int, default=48, help="video frames")
+    plan.add_argument("--context-frames", type=int, default=48)
+    plan.add_argument("--context-overlap", type=int, default=4)
+    plan.add_argument("--windows-per-batch", type=int, default=1)
+    plan.add_argument("--steps", type=int, default=20)
+    plan.add_argument("--cfg", type=float, default=3.5)
+    plan.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp16")
+    plan.add_argument("--vram-gb", type=float, default=24.0, help="free device memory to plan for")
+    plan.add_argument("--offload", choices=OFFLOAD_LEVELS, default="auto")
+    plan.add_argument("--cfg-mode", choices=CFG_MODES, default="auto")
     return parser
 
 
-def _pose_hook(sub) -> None:
-    try:
-        from .pose.cli import add_pose_subcommands
-    except ImportError:
-        return
-    add_pose_subcommands(sub)
+def run_plan(args) -> int:
+    """Auto's choice for the given free memory, and each level's best configuration, with predictions."""
+    import torch
 
+    from .pipeline import MemorySettings, SamplingSettings
+    from .pipeline.memory import SAFETY, choose
+    from .pipeline.planner import WeightBytes
+    from .weights.loader import build_models
 
-def _plan_hook(sub) -> None:
-    try:
-        from .perf.cli import add_plan_subcommand
-    except ImportError:
-        return
-    add_plan_subcommand(sub)
+    settings = SamplingSettings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
+                                cfg=args.cfg, context_frames=args.context_frames, context_overlap=args.context_overlap,
+                                windows_per_batch=args.windows_per_batch).validated(args.frames)
+    dtype_bytes = 4 if args.precision == "fp32" else 2
+    models = build_models(device="meta")
+    models.dtype = torch.float32 if dtype_bytes == 4 else torch.float16
+    job = settings.job(models)
+    weights = WeightBytes.full_size(dtype_bytes, fp8=args.precision == "fp8")
+    free = args.vram_gb * 1e9
+    print(f"MusePose plan: {settings.width}x{settings.height}, {job.video_frames} frames in {job.windows} window(s) of "
+          f"{job.window_frames}, cfg {settings.cfg}, {args.precision}, {settings.steps} steps; {args.vram_gb:g} GB free")
+    print("Peaks are allocated bytes (torch.cuda.max_memory_allocated); the CUDA context (~0.5 GB) and allocator "
+          "slack come on top. Times are a model of an H100-class GPU, for comparing configurations.")
+    levels = [args.offload] if args.offload != "auto" else ["auto", "none", "model", "lowvram"]
+    for level in levels:
+        config = choose(MemorySettings(offload=level, cfg_mode=args.cfg_mode), job, weights, free)[0]
+        e = config.estimate
+        fits = "fits" if e.peak_before_decode <= free * SAFETY else "DOES NOT FIT"
+        print(f"\n{level:8s} {fits}: {config.describe()}")
+        print("         peak {:.2f} GB in {}; ".format(e.peak_bytes / 1e9, e.where)
+              + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in e.stages.items() if v)
+              + f"; {e.flops_per_window_step / 1e12:.0f} TFLOP per window-step; run ~{e.seconds:.0f} s")
+    return 0
 
 
 class _ProgressBar:
@@ -119,12 +180,12 @@ def run_generate(args) -> int:
     import torch
 
     from .device import peak_memory_report, resolve_device, resolve_dtype
-    from .pipeline import EnginePlacement, MusePosePipeline, SamplingSettings
+    from .pipeline import EnginePlacement, MemorySettings, MusePosePipeline, SamplingSettings
     from .video import read_frames, read_image_rgb, write_mp4
     from .weights import load_models
 
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtype = resolve_dtype(args.precision, device)
     if device.type == "cpu" and dtype == torch.float16:
         logging.warning("fp16 on the CPU is slow and some ops lack fp16 kernels; fp32 or bf16 is recommended")
     reference = read_image_rgb(args.ref)
@@ -138,29 +199,33 @@ def run_generate(args) -> int:
 
         poses, source_fps = driving_video_to_pose_frames(args.dwpose_dir, reference, args.driving_video,
                                                          args.width - args.width % 8, args.height - args.height % 8,
-                                                         ref_fit=args.aspect, max_frames=args.frames)
+                                                         ref_fit=args.aspect, max_frames=args.frames,
+                                                         device=str(device))
     fps = fps or source_fps or 12.0
 
     started = time.perf_counter()
-    load_device = device if args.offload == "none" else torch.device("cpu")
-    models = load_models(args.weights_dir, dtype=dtype, device=load_device)
-    print(f"loaded weights from {args.weights_dir} as {args.dtype} in {time.perf_counter() - started:.1f} s",
-          file=sys.stderr)
-    pipe = MusePosePipeline(models, placement=EnginePlacement(device, offload=args.offload))
+    # One-shot run: each network's weights are read when it is first needed and dropped after its last
+    # use, so the process never holds more than the networks of the current stage.
+    models = load_models(args.weights_dir, dtype=dtype, device="cpu", lazy=True, fp8=args.precision == "fp8")
+    pipe = MusePosePipeline(models, placement=EnginePlacement(device))
     settings = SamplingSettings(
-        width=args.width, height=args.height, num_frames=args.frames, steps=args.steps, guidance=args.cfg,
+        width=args.width, height=args.height, frames=args.frames, steps=args.steps, cfg=args.cfg,
         seed=args.seed, context_frames=args.context_frames, context_overlap=args.context_overlap,
-        context_schedule=args.context_schedule, context_batch_size=args.context_batch_size, blend=args.blend,
-        scheduler=args.scheduler, aspect=args.aspect, cfg_mode=args.cfg_mode)
-    latents = pipe.sample(reference, poses, settings, progress=_ProgressBar("sampling"))
-    video = pipe.decode(latents, args.decode_chunk)
+        context_schedule=args.context_schedule, windows_per_batch=args.windows_per_batch, blending=args.blending,
+        scheduler=args.scheduler, aspect=args.aspect)
+    memory = MemorySettings(offload=args.offload, cfg_mode=args.cfg_mode, decode_chunk=args.decode_chunk,
+                            budget_bytes=int(args.vram_gb * 1e9) if args.vram_gb else None, keep_weights=False)
+    latents = pipe.sample(reference, poses, settings, memory, progress=_ProgressBar("sampling"),
+                          on_message=lambda text: print(text, file=sys.stderr))
+    video = pipe.decode(latents, memory=pipe.stats.memory[-1])
     array = video.numpy().astype(np.float32)
     out = write_mp4(array, args.out, fps=fps)
     if args.save_array:
         Path(args.save_array).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.save_array, array)
     steps = pipe.stats.seconds_per_step
-    print(f"wrote {out} ({array.shape[0]} frames, {array.shape[2]}x{array.shape[1]}, {fps:g} fps)")
+    print(f"wrote {out} ({array.shape[0]} frames, {array.shape[2]}x{array.shape[1]}, {fps:g} fps) in "
+          f"{time.perf_counter() - started:.1f} s")
     print(f"time per step {np.mean(steps):.3f} s over {len(steps)} steps; reference {pipe.stats.reference_seconds:.2f} s; "
           f"decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
     return 0
@@ -174,7 +239,7 @@ def run_demo(args) -> int:
           "colours, not a dancing person. See README for the real weights.", file=sys.stderr)
     argv = ["generate", "--weights-dir", str(weights), "--ref", str(sample / "ref.png"), "--poses", str(sample / "pose"),
             "--width", "96", "--height", "96", "--steps", str(args.steps), "--cfg", "3.5", "--seed", "42",
-            "--context-frames", "8", "--context-overlap", "4", "--dtype", "fp32", "--device", "cpu",
+            "--context-frames", "8", "--context-overlap", "4", "--precision", "fp32", "--device", "cpu",
             "--out", args.out, "--fps", "8"]
     if args.save_array:
         argv += ["--save-array", args.save_array]
@@ -194,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_generate(args)
         if args.command == "demo":
             return run_demo(args)
+        if args.command == "plan":
+            return run_plan(args)
         if args.command == "convert":
             from .weights.convert import convert_weights
 

@@ -1,12 +1,13 @@
 """The engine's own device and dtype handling (used when ComfyUI is not the host: CLI, tests)."""
 from __future__ import annotations
 
-import resource
 import sys
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Precision names (``musepose.options.PRECISIONS``) -> the dtype weights are loaded and computed in.
+#: ``fp8`` computes in fp16 and stores the UNets' large weights as fp8 on top (``musepose.weights.fp8``).
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float16}
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -19,8 +20,11 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype of a precision name; ``auto`` is fp16 on a GPU and fp32 on the CPU."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(DTYPES)}")
+        raise ValueError(f"unknown precision {name!r}; use one of auto, {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
@@ -30,6 +34,14 @@ def peak_memory_report(device: torch.device) -> str:
         allocated = torch.cuda.max_memory_allocated(device) / 2**30
         reserved = torch.cuda.max_memory_reserved(device) / 2**30
         return f"peak VRAM {allocated:.2f} GiB allocated, {reserved:.2f} GiB reserved"
+    return f"peak RSS {peak_rss_bytes() / 2**30:.2f} GiB"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (0 where the platform does not report it, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_bytes = rss if sys.platform == "darwin" else rss * 1024
-    return f"peak RSS {rss_bytes / 2**30:.2f} GiB"
+    return rss if sys.platform == "darwin" else rss * 1024

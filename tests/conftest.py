@@ -43,8 +43,8 @@ def vector_a_inputs():
 def vector_a_settings(**overrides):
     from musepose.pipeline import SamplingSettings
 
-    values = dict(width=96, height=96, num_frames=12, steps=3, guidance=3.5, seed=42, context_frames=8,
-                  context_overlap=4, context_schedule="uniform", context_batch_size=1)
+    values = dict(width=96, height=96, frames=12, steps=3, cfg=3.5, seed=42, context_frames=8,
+                  context_overlap=4, context_schedule="uniform")
     values.update(overrides)
     return SamplingSettings(**values)
 

@@ -171,7 +171,7 @@ def pipe(tiny_models):
 def test_size_not_multiple_of_8_is_rounded_down_with_a_warning(pipe, vector_a_inputs, caplog):
     ref, poses = vector_a_inputs
     with caplog.at_level(logging.WARNING):
-        latents = pipe.sample(ref, poses[:4], vector_a_settings(width=101, height=99, num_frames=4, steps=1))
+        latents = pipe.sample(ref, poses[:4], vector_a_settings(width=101, height=99, frames=4, steps=1))
     assert latents.shape == (1, 4, 4, 12, 12)
     assert any("not multiples of 8" in r.message and "96x96" in r.message for r in caplog.records)
 
@@ -180,7 +180,7 @@ def test_pose_frames_of_another_size_are_resized_and_said_once(pipe, vector_a_in
     ref, poses = vector_a_inputs
     big = np.repeat(np.repeat(poses[:4], 2, axis=1), 2, axis=2)  # 192x192
     with caplog.at_level(logging.WARNING):
-        latents = pipe.sample(ref, big, vector_a_settings(num_frames=4, steps=1))
+        latents = pipe.sample(ref, big, vector_a_settings(frames=4, steps=1))
     assert latents.shape == (1, 4, 4, 12, 12)
     messages = [r.message for r in caplog.records if "resizing them" in r.message]
     assert len(messages) == 1 and "192x192" in messages[0]
@@ -200,7 +200,7 @@ def test_aspect_mismatch_warns_about_stretch(vector_a_inputs, caplog):
 def test_fewer_pose_frames_than_requested(pipe, vector_a_inputs, caplog):
     ref, poses = vector_a_inputs
     with caplog.at_level(logging.WARNING):
-        latents = pipe.sample(ref, poses[:5], vector_a_settings(num_frames=12, steps=1))
+        latents = pipe.sample(ref, poses[:5], vector_a_settings(frames=12, steps=1))
     assert latents.shape[2] == 5
     assert "only 5 pose frames" in caplog.text
 
@@ -210,7 +210,7 @@ def test_zero_frames(pipe, vector_a_inputs, poses, match):
     from musepose.pipeline import InputError
 
     with pytest.raises(InputError, match=match):
-        pipe.sample(vector_a_inputs[0], poses, vector_a_settings(num_frames=None))
+        pipe.sample(vector_a_inputs[0], poses, vector_a_settings(frames=None))
 
 
 @pytest.mark.parametrize("overlap", [8, 9])

@@ -53,7 +53,7 @@ def test_pose_guider_features(tiny_models, vector_a_inputs):
 
     frames = PoseFrames(vector_a_inputs[1], 96, 96)
     with torch.no_grad():
-        features = tiny_models.pose_guider.encode_frames(frames.tensor(list(range(12))))
+        features = tiny_models.pose_guider(frames.tensor(list(range(12))))
     expected = load("intermediates/pose_fea.npy")[0].transpose(1, 0, 2, 3)  # (F, C, h, w)
     assert max_abs(features, expected) <= 1e-4 * np.abs(expected).max()
 
@@ -65,11 +65,14 @@ def test_step0_unet_windows(vector_a_run):
     from musepose.pipeline.preprocess import PoseFrames
     from musepose.video import read_frames
 
+    from musepose.video import read_image_rgb
+
     poses = PoseFrames(read_frames(load.__globals__["VECTOR_A"] / "inputs" / "pose")[0], 96, 96)
+    pipe.encode_reference(read_image_rgb(load.__globals__["VECTOR_A"] / "inputs" / "ref.png"), 96, 96)
     for n in range(2):
         frames = windows[f"window{n}_frames"].tolist()
         with torch.no_grad():
-            pose_features = pipe.models.pose_guider.encode_frames(poses.tensor(frames))
+            pose_features = pipe.models.pose_guider(poses.tensor(frames))
             pred = pipe._unet(torch.from_numpy(windows[f"window{n}_sample"]), torch.tensor(int(windows[f"window{n}_t"])),
                               torch.from_numpy(windows[f"window{n}_encoder_hidden_states"]), pose_features,
                               num_uncond=len(frames))

@@ -11,13 +11,15 @@ Motion-module positional encodings index the frame's position inside the window 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from diffusers import UNetMotionModel
 
 from ..config import MotionModuleConfig, UNetConfig
 from .motion_module import PerFrameNormTemporalTransformer
-from .unet_body import run_unet_body, timestep_embedding
+from .unet_body import RESNET_FACTOR, FrameChunking, UNetWalk, timestep_embedding
 
 _MOTION_BLOCK_TYPES = {
     "CrossAttnDownBlock2D": "CrossAttnDownBlockMotion",
@@ -54,13 +56,25 @@ class MusePoseDenoisingUNet(UNetMotionModel):
             )
         return model
 
+    #: How ``forward`` walks the blocks (benchmarks swap in diffusers' own block forwards to compare).
+    walk_class = UNetWalk
+    #: Activation chunking of the next calls (see :class:`~musepose.models.unet_body.FrameChunking`).
+    chunking: FrameChunking = FrameChunking()
+    #: The reference-attention state the read processors use (set when they are installed).
+    reference_state = None
+
+    def enable_frame_chunking(self, budget_bytes: int | None) -> None:
+        """Bound each layer's transient activations to about ``budget_bytes`` (``None``: off)."""
+        self.chunking = FrameChunking(budget_bytes)
+
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
-                encoder_hidden_states: torch.Tensor, pose_features: torch.Tensor | None = None) -> torch.Tensor:
+                encoder_hidden_states: torch.Tensor, pose_features: torch.Tensor | None = None,
+                between_layers: Callable[[], None] | None = None) -> torch.Tensor:
         """Denoise one batch of windows.
 
         ``pose_features``: ``(P * F, C0, h, w)`` for ``P`` windows, where the batch ``B`` is a multiple of
         ``P`` (B = 2P under classifier-free guidance). The same features are added to every copy, without
-        materialising the copies.
+        materialising the copies. ``between_layers`` is called after every layer (interrupt checks).
         """
         batch, channels, frames, height, width = sample.shape
         emb = timestep_embedding(self, timestep, batch, sample.device, self.dtype)
@@ -70,13 +84,36 @@ class MusePoseDenoisingUNet(UNetMotionModel):
         hidden = sample.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
         hidden = self.conv_in(hidden)
         if pose_features is not None:
-            copies = hidden.shape[0] // pose_features.shape[0]
-            if copies * pose_features.shape[0] != hidden.shape[0] or pose_features.shape[1:] != hidden.shape[1:]:
+            self._add_pose(hidden, pose_features)
+
+        walk = self.walk_class(self, emb, context, num_frames=frames, chunking=self.chunking,
+                        between_layers=between_layers, reference_state=self.reference_state)
+        hidden = walk.run(hidden)
+        hidden = walk.per_frame(self._head, hidden, RESNET_FACTOR)
+        return hidden.reshape(batch, frames, -1, height, width).permute(0, 2, 1, 3, 4)
+
+    def _add_pose(self, hidden: torch.Tensor, pose_features) -> None:
+        """Add the pose features to ``conv_in``'s output in place, to every copy (the CFG halves).
+
+        ``pose_features``: a tensor, or :class:`~musepose.models.pose_guider.PoseFeatureRows` computed here
+        in frame chunks (the features then never exist for the whole window)."""
+        entries = pose_features.shape[0] if isinstance(pose_features, torch.Tensor) else pose_features.entries
+        copies = hidden.shape[0] // entries
+        if copies * entries != hidden.shape[0]:
+            raise ValueError(f"pose features for {entries} frames do not fit the UNet input {tuple(hidden.shape)}")
+        if isinstance(pose_features, torch.Tensor):
+            if pose_features.shape[1:] != hidden.shape[1:]:
                 raise ValueError(f"pose features {tuple(pose_features.shape)} do not fit the UNet input "
                                  f"{tuple(hidden.shape)}")
-            hidden = (hidden.view(copies, *pose_features.shape) + pose_features).view_as(hidden)
+            hidden.view(copies, *pose_features.shape).add_(pose_features)
+            return
+        step = self.chunking.entries(entries, pose_features.per_entry_bytes)
+        for a in range(0, entries, step):
+            b = min(a + step, entries)
+            features = pose_features.rows(a, b)
+            for copy in range(copies):
+                hidden[copy * entries + a:copy * entries + b] += features
+            del features
 
-        hidden = run_unet_body(self, hidden, emb, context, num_frames=frames)
-        hidden = self.conv_act(self.conv_norm_out(hidden))
-        hidden = self.conv_out(hidden)
-        return hidden.reshape(batch, frames, -1, height, width).permute(0, 2, 1, 3, 4)
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden)))

@@ -9,8 +9,11 @@ Compared with the original implementation, the read side
 * projects the reference tokens to K/V once per layer and reuses them for every frame, window and
   step (the original repeats the raw features once per frame and projects every copy);
 * computes the unconditional half once, without the reference (the original computes it with the
-  reference, then recomputes and overwrites it);
-* can split the conditional frames into chunks to bound the concatenated K/V memory.
+  reference, then recomputes and overwrites it).
+
+Frame chunking (``musepose.models.unet_body``) may run a spatial transformer on a slice of the batch;
+``entry_offset`` says where that slice starts, so the processor knows which of its entries are
+unconditional.
 """
 from __future__ import annotations
 
@@ -26,24 +29,30 @@ class ReferenceAttentionState:
     """Shared, explicit state of one pipeline run: the written features and the batch layout.
 
     ``num_uncond`` is how many leading entries of the denoiser's ``(batch * frames)`` axis are the
-    unconditional branch (plain self-attention). ``feature_dtype`` is the storage dtype of the written
+    unconditional branch (plain self-attention); ``entry_offset`` is the index of the first entry a chunked
+    call runs on. ``feature_dtype`` is the storage dtype of the written
     features: the original always stores them as float16, even in a float32 run, so fp32 runs default
     to float16 storage to give the same numbers.
     """
 
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # projected reference K/V
     writing: bool = False
     reading: bool = False
     num_uncond: int = 0
     feature_dtype: torch.dtype | None = torch.float16
-    cond_frame_chunk: int | None = None
-    version: int = 0
+    entry_offset: int = 0
 
     def clear(self) -> None:
+        """Forget the reference (features and their K/V): they hold device memory between runs otherwise."""
         self.features.clear()
+        self.kv.clear()
         self.writing = self.reading = False
-        self.num_uncond = 0
-        self.version += 1
+        self.num_uncond = self.entry_offset = 0
+
+    def uncond_entries(self, batch: int) -> int:
+        """How many of the ``batch`` entries of the current call are unconditional."""
+        return max(0, min(batch, self.num_uncond - self.entry_offset))
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -78,17 +87,15 @@ class ReferenceReadProcessor:
     def __init__(self, state: ReferenceAttentionState, name: str):
         self.state, self.name = state, name
         self._inner = AttnProcessor2_0()
-        self._kv: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def reference_kv(self, attn: Attention, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K/V of the reference tokens, projected once per run: ``(R, heads, L_ref, d)``."""
-        cached = self._kv
-        if cached is None or cached[0] != self.state.version or cached[1].device != like.device \
-                or cached[1].dtype != like.dtype:
+        """K/V of the reference tokens, projected once per run (kept in the state): ``(R, heads, L_ref, d)``."""
+        cached = self.state.kv.get(self.name)
+        if cached is None or cached[0].device != like.device or cached[0].dtype != like.dtype:
             ref = self.state.features[self.name].to(device=like.device, dtype=like.dtype)
-            cached = (self.state.version, _heads(attn.to_k(ref), attn.heads), _heads(attn.to_v(ref), attn.heads))
-            self._kv = cached
-        return cached[1], cached[2]
+            cached = (_heads(attn.to_k(ref), attn.heads), _heads(attn.to_v(ref), attn.heads))
+            self.state.kv[self.name] = cached
+        return cached
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
@@ -99,7 +106,7 @@ class ReferenceReadProcessor:
         _check_plain_self_attention(attn)
 
         batch, tokens, _ = hidden_states.shape
-        n_uncond = state.num_uncond
+        n_uncond = state.uncond_entries(batch)
         query = _heads(attn.to_q(hidden_states), attn.heads)
         key = _heads(attn.to_k(hidden_states), attn.heads)
         value = _heads(attn.to_v(hidden_states), attn.heads)
@@ -111,15 +118,10 @@ class ReferenceReadProcessor:
         if n_cond:
             if ref_k.shape[0] not in (1, n_cond):
                 raise ValueError(f"{ref_k.shape[0]} reference images for {n_cond} conditional frames")
-            chunk = state.cond_frame_chunk or n_cond
-            for start in range(n_uncond, batch, chunk):
-                stop = min(start + chunk, batch)
-                rk = ref_k if ref_k.shape[0] == 1 else ref_k[start - n_uncond:stop - n_uncond]
-                rv = ref_v if ref_v.shape[0] == 1 else ref_v[start - n_uncond:stop - n_uncond]
-                n = stop - start
-                k = torch.cat([key[start:stop], rk.expand(n, -1, -1, -1)], dim=2)
-                v = torch.cat([value[start:stop], rv.expand(n, -1, -1, -1)], dim=2)
-                out[start:stop] = F.scaled_dot_product_attention(query[start:stop], k, v)
+            k = torch.cat([key[n_uncond:], ref_k.expand(n_cond, -1, -1, -1)], dim=2)
+            v = torch.cat([value[n_uncond:], ref_v.expand(n_cond, -1, -1, -1)], dim=2)
+            del key, value
+            out[n_uncond:] = F.scaled_dot_product_attention(query[n_uncond:], k, v)
         out = out.transpose(1, 2).reshape(batch, tokens, -1).to(query.dtype)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
@@ -132,3 +134,5 @@ def install_reference_processors(unet: torch.nn.Module, state: ReferenceAttentio
     modules = dict(unet.named_modules())
     for name in names:
         modules[name].set_processor(cls(state, name))
+    if mode == "read":
+        unet.reference_state = state

@@ -6,15 +6,20 @@ self-attention inputs its transformer blocks record. It runs once per video, at 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from diffusers import UNet2DConditionModel
 
 from ..config import UNetConfig
-from .unet_body import run_unet_body, timestep_embedding
+from .unet_body import UNetWalk, timestep_embedding
 
 
 class MusePoseReferenceUNet(UNet2DConditionModel):
     """Reference UNet; its forward returns nothing: features reach the denoiser via reference attention."""
+
+    #: How ``forward`` walks the blocks (benchmarks swap in diffusers' own block forwards to compare).
+    walk_class = UNetWalk
 
     @classmethod
     def build(cls, config: UNetConfig) -> "MusePoseReferenceUNet":
@@ -25,8 +30,8 @@ class MusePoseReferenceUNet(UNet2DConditionModel):
         return model
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
-                encoder_hidden_states: torch.Tensor) -> None:
+                encoder_hidden_states: torch.Tensor, between_layers: Callable[[], None] | None = None) -> None:
         emb = timestep_embedding(self, timestep, sample.shape[0], sample.device, self.dtype)
         hidden = self.conv_in(sample)
-        run_unet_body(self, hidden, emb, encoder_hidden_states)
+        self.walk_class(self, emb, encoder_hidden_states, between_layers=between_layers).run(hidden)
         return None

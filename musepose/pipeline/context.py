@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-SCHEDULES = ("uniform", "static")
-BLENDS = ("flat", "pyramid")
+from ..options import BLENDINGS, CONTEXT_SCHEDULES
 
 
 def context_windows(num_frames: int, context_frames: int, overlap: int, schedule: str = "uniform") -> list[list[int]]:
@@ -20,8 +19,8 @@ def context_windows(num_frames: int, context_frames: int, overlap: int, schedule
         raise ValueError("context frames must be at least 1")
     if not 0 <= overlap < context_frames:
         raise ValueError(f"context overlap ({overlap}) must be >= 0 and smaller than context frames ({context_frames})")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown context schedule {schedule!r}; use one of {SCHEDULES}")
+    if schedule not in CONTEXT_SCHEDULES:
+        raise ValueError(f"unknown context schedule {schedule!r}; use one of {CONTEXT_SCHEDULES}")
     if num_frames <= context_frames:
         return [list(range(num_frames))]
     step = context_frames - overlap
@@ -46,4 +45,4 @@ def window_weights(length: int, blend: str = "flat") -> torch.Tensor:
     if blend == "pyramid":
         ramp = torch.arange(1, length + 1, dtype=torch.float32)
         return torch.minimum(ramp, ramp.flip(0))
-    raise ValueError(f"unknown blending {blend!r}; use one of {BLENDS}")
+    raise ValueError(f"unknown blending {blend!r}; use one of {BLENDINGS}")

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..options import ASPECT_MODES
 from ..config import CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD, VAE_DOWNSCALE
 
 logger = logging.getLogger(__name__)
 
-ASPECT_MODES = ("stretch", "crop", "pad")
 
 
 class InputError(ValueError):

@@ -1,35 +1,43 @@
-"""MusePose sampling: reference encoding, windowed denoising, decoding.
+"""MusePose sampling: reference encoding, windowed denoising, decoding, under one memory policy.
 
 The numbers follow the original ``Pose2VideoPipeline`` (see tests/fixtures/musepose-tiny/vector_a);
 the memory use does not:
 
-* the pose guider runs per window on that window's frames, never on the whole video;
 * the reference UNet runs once, on the conditional branch only (the unconditional branch never reads
   the reference), and its features are projected to K/V once per layer, then broadcast to every frame;
 * the unconditional branch's self-attention is computed once, without the reference;
+* pose-guider features are computed once per window for the whole run (or, when memory is short, in
+  frame chunks inside each UNet call), never for the whole video at once;
 * latents and the noise-prediction accumulator stay float32 while the networks run in their dtype;
-* decoding goes in frame chunks, retried with smaller chunks on out-of-memory.
+* every memory lever (:mod:`musepose.pipeline.memory`) is chosen per run, ``auto`` by default, and an
+  out-of-memory error steps down to the next configuration instead of failing;
+* decoding goes in frame chunks sized to the free memory.
 
 Beyond the original: a ``static`` schedule, ``pyramid`` blending, several windows per UNet call
-(``context_batch_size``), and averaging (not summing) overlaps when guidance <= 1.
+(``windows_per_batch``), and averaging (not summing) overlaps when cfg <= 1.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..config import VAE_DOWNSCALE, VAE_SCALING_FACTOR
+from ..models.pose_guider import PoseFeatureRows
 from ..models.reference_attention import ReferenceAttentionState, install_reference_processors
 from ..models.unet_body import spatial_self_attention_names
 from ..weights.loader import MusePoseModels
-from .context import BLENDS, SCHEDULES, context_windows, window_weights
-from .placement import EnginePlacement, ModelPlacement
-from .preprocess import ASPECT_MODES, InputError, PoseFrames, clip_pixel_values, round_size, to_uint8_rgb, vae_image_tensor
+from ..options import ASPECT_MODES, BLENDINGS, CONTEXT_SCHEDULES
+from .context import context_windows, window_weights
+from .memory import MemoryConfig, MemorySettings, choose, plan_decode
+from .placement import EnginePlacement, ModelPlacement, bytes_on
+from .planner import Job, WeightBytes
+from .preprocess import InputError, PoseFrames, clip_pixel_values, round_size, to_uint8_rgb, vae_image_tensor
 from .schedulers import SCHEDULERS, make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -38,72 +46,84 @@ ProgressCallback = Callable[[int, int], None]
 #: ``on_step(step, total_steps, denoised)``: after each scheduler step, with the scheduler's estimate of the
 #: clean latents ``(1, 4, F, h, w)`` (float32, CPU; previews show it).
 StepCallback = Callable[[int, int, torch.Tensor], None]
-CFG_MODES = ("batched", "sequential")
+#: ``on_message(text)``: what the user should know about this run (the configuration picked, step-downs).
+MessageCallback = Callable[[str], None]
 
 
 @dataclass
 class SamplingSettings:
-    """Everything that decides the output besides the weights and the images."""
+    """Everything that decides the output besides the weights and the images. Field names are the
+    Sampler node's widget names."""
 
     width: int = 512
     height: int = 512
-    num_frames: int | None = None  # None: as many as there are pose frames
+    frames: int | None = None  # None: as many as there are pose frames
     steps: int = 20
-    guidance: float = 3.5
+    cfg: float = 3.5
     seed: int = 0
     context_frames: int = 48
     context_overlap: int = 4
     context_schedule: str = "uniform"
-    context_batch_size: int = 1
-    blend: str = "flat"
+    windows_per_batch: int = 1
+    blending: str = "flat"
     scheduler: str = "ddim"
     aspect: str = "stretch"
-    cfg_mode: str = "batched"  # "sequential": run the two guidance halves one after the other (less memory)
 
     def validated(self, available_frames: int) -> "SamplingSettings":
         """A copy with W/H rounded to multiples of 8 and the frame count settled; raises InputError otherwise."""
         width, height = round_size(int(self.width), int(self.height))
         if available_frames < 1:
             raise InputError("no pose frames were given (0 frames)")
-        frames = available_frames if self.num_frames is None else int(self.num_frames)
+        frames = available_frames if self.frames is None else int(self.frames)
         if frames < 1:
             raise InputError(f"the number of frames must be at least 1 (got {frames})")
         if frames > available_frames:
-            logger.warning("%d frames requested but only %d pose frames given: generating %d frames",
+            logger.warning("%d frames were asked for but only %d pose frames were given: generating %d frames",
                            frames, available_frames, available_frames)
             frames = available_frames
         if self.steps < 1:
             raise InputError(f"steps must be at least 1 (got {self.steps})")
-        if not np.isfinite(self.guidance):
-            raise InputError("guidance must be a finite number")
+        if not np.isfinite(self.cfg):
+            raise InputError("cfg must be a finite number")
         if self.context_frames < 1:
             raise InputError(f"context frames must be at least 1 (got {self.context_frames})")
         if not 0 <= self.context_overlap < self.context_frames:
             raise InputError(f"context overlap ({self.context_overlap}) must be >= 0 and smaller than context "
                              f"frames ({self.context_frames})")
-        if self.context_batch_size < 1:
-            raise InputError("context batch size must be at least 1")
-        for value, allowed, what in ((self.context_schedule, SCHEDULES, "context schedule"),
-                                     (self.blend, BLENDS, "blending"), (self.aspect, ASPECT_MODES, "aspect mode"),
-                                     (self.scheduler, tuple(SCHEDULERS), "scheduler"),
-                                     (self.cfg_mode, CFG_MODES, "CFG mode")):
+        if self.windows_per_batch < 1:
+            raise InputError("windows per batch must be at least 1")
+        for value, allowed, what in ((self.context_schedule, CONTEXT_SCHEDULES, "context schedule"),
+                                     (self.blending, BLENDINGS, "blending"), (self.aspect, ASPECT_MODES, "aspect mode"),
+                                     (self.scheduler, tuple(SCHEDULERS), "scheduler")):
             if value not in allowed:
                 raise InputError(f"unknown {what} {value!r}; use one of {', '.join(allowed)}")
-        copy = SamplingSettings(**{**self.__dict__, "width": width, "height": height, "num_frames": frames})
-        return copy
+        return replace(self, width=width, height=height, frames=frames)
+
+    def windows(self) -> list[list[int]]:
+        return context_windows(self.frames, self.context_frames, self.context_overlap, self.context_schedule)
+
+    def job(self, models: MusePoseModels) -> Job:
+        """The planner's view of this run with these networks (settings must be validated)."""
+        return Job(width=self.width, height=self.height, window_frames=min(self.context_frames, self.frames),
+                   video_frames=self.frames, windows=len(self.windows()), windows_per_batch=self.windows_per_batch,
+                   steps=self.steps, guided=self.cfg > 1.0, dtype_bytes=torch.finfo(models.dtype).bits // 8,
+                   unet=models.unet_config, vae=_vae_config(models), **_clip_shape(models))
 
 
 @dataclass
 class SamplingStats:
-    """Timings of the last run (seconds) for the CLI's report."""
+    """Timings of the last run (seconds) and the memory configurations it used."""
 
     seconds_per_step: list[float] = field(default_factory=list)
     reference_seconds: float = 0.0
     decode_seconds: float = 0.0
+    memory: list[MemoryConfig] = field(default_factory=list)
 
 
 class MusePosePipeline:
     """One loaded model set plus the sampling procedure. Thread-unsafe; one run at a time."""
+
+    session_class: type  # how one configuration runs the denoiser (set below: DenoiserSession)
 
     def __init__(self, models: MusePoseModels, device: torch.device | str | None = None,
                  placement: ModelPlacement | None = None):
@@ -117,6 +137,7 @@ class MusePosePipeline:
                                  if unet is not None]
         self._bind_processors()
         self.stats = SamplingStats()
+        self._say: MessageCallback = logger.info
 
     def _bind_processors(self) -> None:
         """Point the UNets' reference-attention processors at this pipeline's state.
@@ -128,53 +149,92 @@ class MusePosePipeline:
             if getattr(unet.get_submodule(names[0]).processor, "state", None) is not self.state:
                 install_reference_processors(unet, self.state, mode, names)
 
+    # -- memory policy ------------------------------------------------------------------------------
+    def plan_memory(self, settings: SamplingSettings, memory: MemorySettings | MemoryConfig | None = None
+                    ) -> list[MemoryConfig]:
+        """The configurations this run will use, best first (the rest are out-of-memory fallbacks)."""
+        if isinstance(memory, MemoryConfig):
+            return [memory]
+        memory = (memory or MemorySettings()).validated()
+        free = memory.budget_bytes
+        if free is None:  # what is free, plus our own networks already on the device
+            free = self.placement.free_memory() + bytes_on(self.device, *self.models.components().values())
+        return choose(memory, settings.job(self.models), WeightBytes.from_models(self.models), free)
+
+    @contextlib.contextmanager
+    def _using(self, config: MemoryConfig, *modules, memory_required: int = 0, weight_budget: int | None = None):
+        """Make ``modules`` usable on the device; afterwards offload them if the configuration says so."""
+        modules = tuple(m for m in modules if m is not None)
+        for module in modules:
+            self.models.materialize(module, self.placement.offload_device)
+        with self.placement.use(*modules, memory_required=memory_required, weight_budget=weight_budget):
+            yield
+        if config.offload_models:
+            self.placement.release(*modules)
+
+    def _done_with(self, config: MemoryConfig, keep: bool, *modules) -> None:
+        """A network's last use in this run: offload it, or drop its weights (one-shot runs)."""
+        for module in modules:
+            if module is None:
+                continue
+            if not keep and self.models.can_drop(module):
+                self.placement.release(module)
+                self.models.drop(module)
+            elif config.offload_models:
+                self.placement.release(module)
+
     # -- stages ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_reference(self, reference, width: int, height: int, aspect: str = "stretch",
-                         trace: dict | None = None) -> torch.Tensor:
+                         trace: dict | None = None, config: MemoryConfig | None = None, keep_weights: bool = True,
+                         check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
         """CLIP embedding + reference features. Returns the ``(1, 1, D)`` conditional CLIP embedding."""
         m = self.models
+        config = config or MemoryConfig()
         self._bind_processors()
         reference = to_uint8_rgb(reference)
         pixels = clip_pixel_values(reference)
-        with self.placement.use(m.image_encoder):
+        with self._using(config, m.image_encoder):
             embeds = m.image_encoder(pixels.to(self.device, self.dtype)).image_embeds
-        self.placement.release(m.image_encoder)
+        self._done_with(config, keep_weights, m.image_encoder)
         cond = embeds[:, None, :]
 
         image = vae_image_tensor(reference, width, height, aspect)
-        with self.placement.use(m.vae):
+        with self._using(config, m.vae):
             ref_latents = m.vae.encode(image.to(self.device, self.dtype)).latent_dist.mean * VAE_SCALING_FACTOR
 
         self.state.clear()
-        with self.placement.use(m.reference_unet):
+        with self._using(config, m.reference_unet):
             self.state.writing = True
             try:
-                self._run_reference_unet(ref_latents, cond)
+                self._run_reference_unet(ref_latents, cond, check_interrupt)
             finally:
                 self.state.writing = False
-        self.placement.release(m.reference_unet)
+        self._done_with(config, keep_weights, m.reference_unet)
         if trace is not None:
             trace.update(clip_pixel_values=pixels, clip_image_embeds=embeds.float().cpu(),
                          ref_image_latents=ref_latents.float().cpu(),
                          reference_features={k: v.float().cpu() for k, v in self.state.features.items()})
         return cond
 
-    def _run_reference_unet(self, ref_latents: torch.Tensor, cond: torch.Tensor) -> None:
+    def _run_reference_unet(self, ref_latents: torch.Tensor, cond: torch.Tensor,
+                            check_interrupt: Callable[[], None] | None = None) -> None:
         """The reference UNet at t = 0, conditional branch only: the unconditional branch never reads the
         reference, so its features would be computed for nothing (the original computes them)."""
-        self.models.reference_unet(ref_latents, 0, encoder_hidden_states=cond)
+        self.models.reference_unet(ref_latents, 0, encoder_hidden_states=cond, between_layers=check_interrupt)
 
     def initial_noise(self, settings: SamplingSettings) -> torch.Tensor:
         """Float32 noise from a CPU generator: the same numbers on every device."""
-        shape = (1, 4, settings.num_frames, settings.height // VAE_DOWNSCALE, settings.width // VAE_DOWNSCALE)
+        shape = (1, 4, settings.frames, settings.height // VAE_DOWNSCALE, settings.width // VAE_DOWNSCALE)
         generator = torch.Generator("cpu").manual_seed(int(settings.seed))
         return torch.randn(shape, generator=generator, dtype=torch.float32)
 
     @torch.no_grad()
     def sample(self, reference, pose_frames, settings: SamplingSettings,
+               memory: MemorySettings | MemoryConfig | None = None,
                progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
-               trace: dict | None = None, on_step: StepCallback | None = None) -> torch.Tensor:
+               trace: dict | None = None, on_step: StepCallback | None = None,
+               on_message: MessageCallback | None = None) -> torch.Tensor:
         """Denoised latents ``(1, 4, F, H/8, W/8)`` float32 on the CPU (before the 1/0.18215 scaling)."""
         if not isinstance(pose_frames, PoseFrames):
             n = len(pose_frames) if not isinstance(pose_frames, (np.ndarray, torch.Tensor)) else pose_frames.shape[0]
@@ -182,20 +242,26 @@ class MusePosePipeline:
             pose_frames = PoseFrames(pose_frames, settings.width, settings.height, settings.aspect)
         else:
             settings = settings.validated(len(pose_frames))
+        say = on_message or logger.info
+        keep = memory.keep_weights if isinstance(memory, MemorySettings) else True
+        configs = self.plan_memory(settings, memory)
+        config = configs[0]
+        say("memory: " + config.describe())
+        self.stats = SamplingStats(memory=[config])
         m = self.models
-        cfg = settings.guidance > 1.0
+        guided = settings.cfg > 1.0
         started = time.perf_counter()
-        cond = self.encode_reference(reference, settings.width, settings.height, settings.aspect, trace)
-        self.stats = SamplingStats(reference_seconds=time.perf_counter() - started)
+        cond = self.encode_reference(reference, settings.width, settings.height, settings.aspect, trace, config,
+                                     keep, check_interrupt)
+        self.stats.reference_seconds = time.perf_counter() - started
 
         scheduler = make_scheduler(settings.scheduler)
         scheduler.set_timesteps(settings.steps, device="cpu")
         latents = self.initial_noise(settings) * scheduler.init_noise_sigma
-        frames = settings.num_frames
-        windows = context_windows(frames, settings.context_frames, settings.context_overlap, settings.context_schedule)
-        batches = [windows[i:i + settings.context_batch_size]
-                   for i in range(0, len(windows), settings.context_batch_size)]
-        weights = [window_weights(len(w), settings.blend) for w in windows]
+        frames = settings.frames
+        windows = settings.windows()
+        batches = [windows[i:i + settings.windows_per_batch] for i in range(0, len(windows), settings.windows_per_batch)]
+        weights = [window_weights(len(w), settings.blending) for w in windows]
         weight_sum = torch.zeros(frames)
         for window, w in zip(windows, weights):
             weight_sum.index_add_(0, torch.tensor(window), w)
@@ -205,31 +271,44 @@ class MusePosePipeline:
 
         total_units = len(scheduler.timesteps) * len(batches)
         done = 0
-        branches = 2 if cfg else 1
-        context = torch.cat([torch.zeros_like(cond), cond]) if cfg else cond
-
-        with self.placement.use(m.denoising_unet, m.pose_guider):
+        branches = 2 if guided else 1
+        context = torch.cat([torch.zeros_like(cond), cond]) if guided else cond
+        denoiser = self.session_class(self, settings, pose_frames, check_interrupt)
+        try:
+            denoiser.start(config)
             for step_index, t in enumerate(scheduler.timesteps):
                 step_started = time.perf_counter()
                 accumulated = torch.zeros((branches, *latents.shape[1:]), device=self.device, dtype=torch.float32)
-                for batch_windows in batches:
+                for batch_index, batch_windows in enumerate(batches):
                     if check_interrupt is not None:
                         check_interrupt()
-                    pred = self._denoise_windows(latents, batch_windows, t, scheduler, pose_frames, context, cfg,
-                                                 settings.cfg_mode)
+                    while True:
+                        try:
+                            pred = denoiser.run(latents, batch_index, batch_windows, t, scheduler, context, guided)
+                            break
+                        except torch.OutOfMemoryError:
+                            if len(configs) < 2:
+                                raise
+                            configs.pop(0)
+                            config = configs[0]
+                            say("memory: out of memory; stepping down to " + config.describe())
+                            self.stats.memory.append(config)
+                            denoiser.start(config)
                     for j, window in enumerate(batch_windows):
                         index = torch.tensor(window, device=self.device)
                         w = weights[windows.index(window)].to(self.device).view(1, 1, -1, 1, 1)
                         for branch in range(branches):
                             contribution = pred[branch * len(batch_windows) + j].float()[None] * w
                             accumulated[branch:branch + 1].index_add_(2, index, contribution)
+                    del pred
                     done += 1
                     if progress is not None:
                         progress(done, total_units)
                 noise_pred = (accumulated / weight_sum.to(self.device).view(1, 1, -1, 1, 1)).cpu()
-                if cfg:
+                del accumulated
+                if guided:
                     uncond, text = noise_pred.chunk(2)
-                    noise_pred = uncond + settings.guidance * (text - uncond)
+                    noise_pred = uncond + settings.cfg * (text - uncond)
                 step_output = scheduler.step(noise_pred, t, latents)
                 latents = step_output.prev_sample
                 if on_step is not None:
@@ -239,82 +318,181 @@ class MusePosePipeline:
                     trace["noise_pred_steps"].append(noise_pred.clone())
                     trace["latents_steps"].append(latents.clone())
                 self.stats.seconds_per_step.append(time.perf_counter() - step_started)
-        self.placement.release(m.denoising_unet, m.pose_guider)
+        finally:
+            denoiser.stop()
+            self.state.clear()  # the reference features and their K/V are done with
+        self._done_with(config, keep, m.denoising_unet, m.pose_guider)
         return latents
 
-    def _denoise_windows(self, latents, batch_windows, t, scheduler, pose_frames: PoseFrames, context, cfg,
-                         cfg_mode: str = "batched"):
-        """UNet output for ``len(batch_windows)`` windows, ``[uncond..., cond...]`` under CFG.
-
-        ``batched`` runs both guidance halves in one call (the original); ``sequential`` runs them one after
-        the other, halving the activation memory for the same result.
-        """
-        m = self.models
-        x = torch.cat([latents[:, :, w] for w in batch_windows])  # (k, 4, C, h, w) float32 CPU
-        x = scheduler.scale_model_input(x, t).to(self.device, self.dtype)
-        k, _, window_len = x.shape[:3]
-        frame_ids = [i for w in batch_windows for i in w]
-        pose = pose_frames.tensor(frame_ids).to(self.device, self.dtype)
-        pose_features = m.pose_guider.encode_frames(pose)
-        t = t.to(self.device)
-        if not cfg:
-            return self._unet(x, t, context.repeat_interleave(k, dim=0), pose_features, num_uncond=0)
-        if cfg_mode == "sequential":
-            uncond = self._unet(x, t, context[:1].repeat_interleave(k, dim=0), pose_features, num_uncond=k * window_len)
-            cond = self._unet(x, t, context[1:].repeat_interleave(k, dim=0), pose_features, num_uncond=0)
-            return torch.cat([uncond, cond])
-        return self._unet(torch.cat([x, x]), t, context.repeat_interleave(k, dim=0), pose_features,
-                          num_uncond=k * window_len)
-
-    def _unet(self, x, t, encoder_states, pose_features, num_uncond: int) -> torch.Tensor:
+    def _unet(self, x, t, encoder_states, pose_features, num_uncond: int,
+              check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
         """One denoising-UNet call; the first ``num_uncond`` (batch*frame) entries skip the reference."""
         self._bind_processors()
         self.state.reading = True
         self.state.num_uncond = num_uncond
         try:
-            return self.models.denoising_unet(x, t, encoder_hidden_states=encoder_states, pose_features=pose_features)
+            return self.models.denoising_unet(x, t, encoder_hidden_states=encoder_states, pose_features=pose_features,
+                                              between_layers=check_interrupt)
         finally:
             self.state.reading = False
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, chunk_size: int = 8,
-               progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, chunk_size: int = 0, tiling: bool = False,
+               progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
+               memory: MemorySettings | MemoryConfig | None = None) -> torch.Tensor:
         """Latents ``(1, 4, F, h, w)`` -> video ``[F, H, W, 3]`` float32 in [0, 1] on the CPU.
 
-        Frames are decoded ``chunk_size`` at a time; on out-of-memory the chunk is halved and retried.
+        Frames are decoded ``chunk_size`` at a time (0: as many as the free memory allows, tiled when even
+        one frame does not fit); on out-of-memory the chunk is halved and retried, then tiling is tried.
         """
         m = self.models
         started = time.perf_counter()
         frames = latents[0].permute(1, 0, 2, 3) / VAE_SCALING_FACTOR  # (F, 4, h, w)
+        count, height, width = frames.shape[0], frames.shape[2] * VAE_DOWNSCALE, frames.shape[3] * VAE_DOWNSCALE
+        if isinstance(memory, MemoryConfig):
+            chunk, tiled, config = memory.decode_chunk, memory.decode_tiling or tiling, memory
+        else:
+            config = MemoryConfig(offload_models=True)
+            chunk, tiled = int(chunk_size), bool(tiling)
+            if chunk <= 0:
+                job = Job(width=width, height=height, window_frames=count, video_frames=count,
+                          dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
+                free = memory.budget_bytes if (memory and memory.budget_bytes) else self.placement.free_memory()
+                chunk, tiled = plan_decode(job, WeightBytes.from_models(m), free, tiled)
         outputs = []
         index = 0
-        chunk = max(1, int(chunk_size))
-        with self.placement.use(m.vae):
-            while index < frames.shape[0]:
-                if check_interrupt is not None:
-                    check_interrupt()
-                part = frames[index:index + chunk].to(self.device, self.dtype)
-                try:
-                    image = m.vae.decode(part).sample
-                except torch.OutOfMemoryError:
-                    if chunk == 1:
-                        raise
-                    chunk = max(1, chunk // 2)
-                    logger.warning("out of memory while decoding: retrying with %d frames per chunk", chunk)
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    continue
-                outputs.append((image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
-                index += part.shape[0]
-                if progress is not None:
-                    progress(index, frames.shape[0])
+        was_tiling = bool(getattr(m.vae, "use_tiling", False))
+        _set_tiling(m.vae, tiled)
+        try:
+            with self._using(config, m.vae):
+                while index < count:
+                    if check_interrupt is not None:
+                        check_interrupt()
+                    part = frames[index:index + chunk].to(self.device, self.dtype)
+                    try:
+                        image = m.vae.decode(part).sample
+                    except torch.OutOfMemoryError:
+                        del part
+                        if chunk == 1 and tiled:
+                            raise
+                        if chunk == 1:
+                            tiled = True
+                            _set_tiling(m.vae, True)
+                            logger.warning("out of memory while decoding one frame: decoding in tiles")
+                        else:
+                            chunk = max(1, chunk // 2)
+                            logger.warning("out of memory while decoding: retrying with %d frames per chunk", chunk)
+                        if self.device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        continue
+                    outputs.append((image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+                    del image, part
+                    index = min(index + chunk, count)
+                    if progress is not None:
+                        progress(index, count)
+        finally:
+            _set_tiling(m.vae, was_tiling)
         self.stats.decode_seconds = time.perf_counter() - started
         return torch.cat(outputs)
 
-    def __call__(self, reference, pose_frames, settings: SamplingSettings, decode_chunk_size: int = 8,
+    def __call__(self, reference, pose_frames, settings: SamplingSettings,
+                 memory: MemorySettings | MemoryConfig | None = None,
                  progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
                  trace: dict | None = None) -> torch.Tensor:
-        latents = self.sample(reference, pose_frames, settings, progress, check_interrupt, trace)
+        latents = self.sample(reference, pose_frames, settings, memory, progress, check_interrupt, trace)
         if trace is not None:
             trace["final_latents"] = latents.clone()
-        return self.decode(latents, decode_chunk_size, check_interrupt=check_interrupt)
+        return self.decode(latents, check_interrupt=check_interrupt, memory=self.stats.memory[-1])
+
+
+def _vae_config(models: MusePoseModels) -> dict:
+    """The VAE's config (what the planner sizes decoding with); the full-size one when no VAE is loaded."""
+    from ..config import SD_VAE_FT_MSE
+
+    return dict(models.vae.config) if models.vae is not None else dict(SD_VAE_FT_MSE)
+
+
+def _clip_shape(models: MusePoseModels) -> dict:
+    """The image encoder's token count and width (what its activations scale with)."""
+    if models.image_encoder is None:
+        return {}
+    config = models.image_encoder.config
+    return dict(clip_tokens=(config.image_size // config.patch_size) ** 2 + 1, clip_width=config.hidden_size)
+
+
+def _set_tiling(vae, on: bool) -> None:
+    if on and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    elif not on and hasattr(vae, "disable_tiling"):
+        vae.disable_tiling()
+
+
+class DenoiserSession:
+    """The denoising UNet and pose guider set up for one configuration; :meth:`start` again to switch."""
+
+    def __init__(self, pipe: MusePosePipeline, settings: SamplingSettings, pose_frames: PoseFrames,
+                 check_interrupt: Callable[[], None] | None):
+        self.pipe, self.settings, self.pose_frames = pipe, settings, pose_frames
+        self.check_interrupt = check_interrupt
+        self.config: MemoryConfig | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self._pose_cache: dict[int, torch.Tensor] = {}
+
+    def start(self, config: MemoryConfig) -> None:
+        self.stop()
+        pipe, m = self.pipe, self.pipe.models
+        self.config = config
+        self._pose_cache.clear()
+        if pipe.device.type == "cuda":
+            torch.cuda.empty_cache()
+        m.denoising_unet.enable_frame_chunking(config.chunk_bytes)
+        self._stack = contextlib.ExitStack()
+        estimate = config.estimate
+        required = int(estimate.stages["sampling"] - estimate.weights["sampling"]) if estimate else 0
+        self._stack.enter_context(pipe._using(config, m.denoising_unet, m.pose_guider, memory_required=required,
+                                              weight_budget=config.weight_budget))
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._pose_cache.clear()
+            self._stack.close()
+            self._stack = None
+            self.pipe.models.denoising_unet.enable_frame_chunking(None)
+
+    def _pose(self, batch_index: int, batch_windows: list[list[int]]):
+        """Pose features of a window batch: cached for the run, or computed in chunks where they are added."""
+        pipe, m = self.pipe, self.pipe.models
+        frame_ids = [i for w in batch_windows for i in w]
+        rows = PoseFeatureRows(m.pose_guider,
+                               lambda a, b: self.pose_frames.tensor(frame_ids[a:b]).to(pipe.device, pipe.dtype),
+                               len(frame_ids), self.settings.width * self.settings.height,
+                               torch.finfo(pipe.dtype).bits // 8)
+        if not self.config.pose_cache:
+            return rows
+        if batch_index not in self._pose_cache:
+            self._pose_cache[batch_index] = rows.all(m.denoising_unet.chunking)
+        return self._pose_cache[batch_index]
+
+    def run(self, latents, batch_index, batch_windows, t, scheduler, context, guided):
+        """UNet output for ``len(batch_windows)`` windows, ``[uncond..., cond...]`` under CFG.
+
+        ``batched`` runs both guidance halves in one call (the original); ``sequential`` runs them one after
+        the other, halving the activation memory for the same result.
+        """
+        pipe = self.pipe
+        x = torch.cat([latents[:, :, w] for w in batch_windows])  # (k, 4, C, h, w) float32 CPU
+        x = scheduler.scale_model_input(x, t).to(pipe.device, pipe.dtype)
+        k, _, window_len = x.shape[:3]
+        pose = self._pose(batch_index, batch_windows)
+        t = t.to(pipe.device)
+        interrupt = self.check_interrupt
+        if not guided:
+            return pipe._unet(x, t, context.repeat_interleave(k, dim=0), pose, 0, interrupt)
+        if self.config.cfg_mode == "sequential":
+            uncond = pipe._unet(x, t, context[:1].repeat_interleave(k, dim=0), pose, k * window_len, interrupt)
+            cond = pipe._unet(x, t, context[1:].repeat_interleave(k, dim=0), pose, 0, interrupt)
+            return torch.cat([uncond, cond])
+        return pipe._unet(torch.cat([x, x]), t, context.repeat_interleave(k, dim=0), pose, k * window_len, interrupt)
+
+
+MusePosePipeline.session_class = DenoiserSession

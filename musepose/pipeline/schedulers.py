@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import SCHEDULER_CONFIG
 
-#: name -> (diffusers class name, extra config). All get SCHEDULER_CONFIG's betas / v-prediction / zero SNR.
+#: name -> (diffusers class name, extra config); the names are ``musepose.options.SCHEDULERS``. All get SCHEDULER_CONFIG's betas / v-prediction / zero SNR.
 SCHEDULERS = {
     "ddim": ("DDIMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),

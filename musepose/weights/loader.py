@@ -44,9 +44,31 @@ class MusePoseModels:
     image_encoder: nn.Module | None = None
     vae: nn.Module | None = None
     dtype: torch.dtype = torch.float32
+    source: "WeightSource | None" = None  # set by load_models: lets a network be (re)read on demand
+    unet_config: UNetConfig = SD15_UNET  # the base UNet config both UNets were built from
 
     def components(self) -> dict[str, nn.Module]:
         return {n: getattr(self, n) for n in ALL_COMPONENTS if getattr(self, n) is not None}
+
+    def name_of(self, module: nn.Module) -> str:
+        for name, candidate in self.components().items():
+            if candidate is module:
+                return name
+        raise ValueError("not a network of this model set")
+
+    def materialize(self, module: nn.Module, device: torch.device | str) -> None:
+        """Read a lazily loaded (or dropped) network's weights now; a no-op when they are there."""
+        if self.source is not None and any(p.is_meta for p in module.parameters()):
+            self.source.fill(self.name_of(module), module, device)
+
+    def can_drop(self, module: nn.Module) -> bool:
+        return self.source is not None
+
+    def drop(self, module: nn.Module) -> None:
+        """Free a network's weights (it goes back to the meta device); :meth:`materialize` reads them again."""
+        if self.source is None:
+            raise ValueError("these weights were not loaded from files; dropping them would lose them")
+        module.to_empty(device="meta")
 
 
 # -- building --------------------------------------------------------------------------------------
@@ -79,7 +101,7 @@ def build_models(unet_config: UNetConfig = SD15_UNET, clip_config: dict | None =
     Defaults are the full-size MusePose configs, so ``build_models()`` is the real architecture.
     """
     components = set(components)
-    models = MusePoseModels()
+    models = MusePoseModels(unet_config=unet_config)
     with torch.device(device):
         if "reference_unet" in components:
             models.reference_unet = MusePoseReferenceUNet.build(unet_config)
@@ -216,8 +238,15 @@ def _is_ldm_vae(keys: list[str]) -> bool:
 
 
 def load_models(paths: WeightPaths | str | Path, dtype: torch.dtype = torch.float32,
-                device: torch.device | str = "cpu", components: Iterable[str] = ALL_COMPONENTS) -> MusePoseModels:
-    """Load the requested components from the official (or converted) layout, cast to ``dtype`` on ``device``."""
+                device: torch.device | str = "cpu", components: Iterable[str] = ALL_COMPONENTS,
+                lazy: bool = False, fp8: bool = False) -> MusePoseModels:
+    """Load the requested components from the official (or converted) layout, cast to ``dtype`` on ``device``.
+
+    ``lazy``: build the networks without weights (meta device) and read each one's files only when the
+    pipeline first needs it (:meth:`MusePoseModels.materialize`); one-shot runs also drop them after
+    their last use. Every file is checked (present, the right kind) up front either way.
+    ``fp8``: store the UNets' large weights as fp8 (lossy; see :mod:`musepose.weights.fp8`).
+    """
     if not isinstance(paths, WeightPaths):
         paths = WeightPaths.from_root(paths)
     components = tuple(components)
@@ -227,43 +256,87 @@ def load_models(paths: WeightPaths | str | Path, dtype: torch.dtype = torch.floa
     paths.require(tuple(needed))
 
     unet_config = UNetConfig.from_dict(_read_json(paths.unet_config, SD15_UNET.unet2d_kwargs(), "base UNet"))
-    models = MusePoseModels(dtype=dtype)
-
-    for name, label in (("reference_unet", "reference UNet"), ("pose_guider", "pose guider")):
-        if name in components:
-            reader = _open_checked(getattr(paths, name), f"{label} ({name}.pth)", name)
-            module = getattr(build_models(unet_config, components=[name]), name)
-            setattr(models, name, fill_module(module, [Source(reader)], dtype, device, what=label))
-
-    if "denoising_unet" in components:
-        reader = _open_checked(paths.denoising_unet, "denoising UNet (denoising_unet.pth)", "denoising_unet")
-        motion = _open_checked(paths.motion_module, "motion module (motion_module.pth)", "motion_module")
-        module = build_models(unet_config, components=["denoising_unet"]).denoising_unet
-        models.denoising_unet = fill_module(
-            module, [Source(motion, rename=motion_key, ignore=is_motion_pe_key), Source(reader)], dtype, device,
-            derived=lambda name, shape: _derived_motion_pe(name, shape) if name.endswith("pos_embed.pe") else None,
-            what="denoising UNet")
-
-    if "image_encoder" in components:
-        reader = _open_checked(paths.image_encoder, "CLIP image encoder", "clip_vision")
-        config = (_read_json(paths.image_encoder_config, None, "image encoder") if paths.image_encoder_config
-                  else infer_clip_config(reader.shapes()))
-        with torch.device("meta"):
-            module = build_image_encoder(config)
-        models.image_encoder = fill_module(
-            module, [Source(reader, ignore=lambda k: k == "vision_model.embeddings.position_ids")], dtype, device,
-            what="CLIP image encoder")
-
-    if "vae" in components:
-        reader = _open_checked(paths.vae, "VAE", "vae")
-        config = _read_json(paths.vae_config, SD_VAE_FT_MSE, "VAE")
-        with torch.device("meta"):
-            module = build_vae(config)
-        if _is_ldm_vae(reader.keys()):
-            models.vae = _fill_ldm_vae(module, reader, config, dtype, device)
-        else:
-            models.vae = fill_module(module, [Source(reader, rename=vae_key)], dtype, device, what="VAE")
+    source = WeightSource(paths, unet_config, dtype, fp8)
+    models = MusePoseModels(dtype=dtype, source=source, unet_config=unet_config)
+    for name in components:
+        module = source.build(name)
+        if not lazy:
+            source.fill(name, module, device)
+        setattr(models, name, module)
     return models
+
+
+class WeightSource:
+    """Where each network's weights come from, so they can be (re)read on demand (``lazy`` loading)."""
+
+    def __init__(self, paths: WeightPaths, unet_config: UNetConfig, dtype: torch.dtype, fp8: bool = False):
+        self.paths, self.unet_config, self.dtype, self.fp8 = paths, unet_config, dtype, fp8
+        self._configs: dict[str, dict] = {}
+        self._readers: dict[str, StateDictReader] = {}
+
+    #: slot label and expected kind of each file
+    FILES = {"reference_unet": ("reference UNet (reference_unet.pth)", "reference_unet"),
+             "pose_guider": ("pose guider (pose_guider.pth)", "pose_guider"),
+             "denoising_unet": ("denoising UNet (denoising_unet.pth)", "denoising_unet"),
+             "motion_module": ("motion module (motion_module.pth)", "motion_module"),
+             "image_encoder": ("CLIP image encoder", "clip_vision"), "vae": ("VAE", "vae")}
+
+    def _reader(self, name: str) -> StateDictReader:
+        if name not in self._readers:
+            self._readers[name] = _open_checked(getattr(self.paths, name), *self.FILES[name])
+        return self._readers[name]
+
+    def _close(self, *names: str) -> None:
+        """Forget open files once their tensors are copied (an mmap'ed file would stay in the RSS)."""
+        for name in names:
+            self._readers.pop(name, None)
+
+    def build(self, name: str) -> nn.Module:
+        """The network on the meta device (no memory), its config read and its files checked."""
+        if name in ("reference_unet", "pose_guider", "denoising_unet"):
+            for file in (("denoising_unet", "motion_module") if name == "denoising_unet" else (name,)):
+                self._reader(file)
+            return getattr(build_models(self.unet_config, components=[name]), name)
+        if name == "image_encoder":
+            reader = self._reader(name)
+            config = (_read_json(self.paths.image_encoder_config, None, "image encoder")
+                      if self.paths.image_encoder_config else infer_clip_config(reader.shapes()))
+            with torch.device("meta"):
+                return build_image_encoder(config)
+        if name == "vae":
+            self._reader(name)
+            self._configs["vae"] = _read_json(self.paths.vae_config, SD_VAE_FT_MSE, "VAE")
+            with torch.device("meta"):
+                return build_vae(self._configs["vae"])
+        raise ValueError(f"unknown component {name!r}")
+
+    def fill(self, name: str, module: nn.Module, device: torch.device | str) -> nn.Module:
+        """Read ``name``'s weights into the meta-built ``module`` (in place), cast to the dtype on ``device``."""
+        dtype = self.dtype
+        if name in ("reference_unet", "pose_guider"):
+            label = {"reference_unet": "reference UNet", "pose_guider": "pose guider"}[name]
+            fill_module(module, [Source(self._reader(name))], dtype, device, what=label)
+        elif name == "denoising_unet":
+            fill_module(module, [Source(self._reader("motion_module"), rename=motion_key, ignore=is_motion_pe_key),
+                                 Source(self._reader("denoising_unet"))], dtype, device,
+                        derived=lambda n, shape: _derived_motion_pe(n, shape) if n.endswith("pos_embed.pe") else None,
+                        what="denoising UNet")
+            self._close("motion_module")
+        elif name == "image_encoder":
+            fill_module(module, [Source(self._reader(name), ignore=lambda k: k == "vision_model.embeddings.position_ids")],
+                        dtype, device, what="CLIP image encoder")
+        elif name == "vae":
+            reader = self._reader(name)
+            if _is_ldm_vae(reader.keys()):
+                _fill_ldm_vae(module, reader, self._configs["vae"], dtype, device)
+            else:
+                fill_module(module, [Source(reader, rename=vae_key)], dtype, device, what="VAE")
+        self._close(name)
+        if self.fp8 and name in ("denoising_unet", "reference_unet"):
+            from .fp8 import apply_fp8_storage
+
+            apply_fp8_storage(module)
+        return module
 
 
 class _DictReader:

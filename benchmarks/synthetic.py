@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from ..config import SD15_UNET, UNetConfig
-from ..weights.loader import ALL_COMPONENTS, MusePoseModels, _derived_motion_pe, build_models
+from musepose.config import SD15_UNET, UNetConfig
+from musepose.weights.loader import ALL_COMPONENTS, MusePoseModels, _derived_motion_pe, build_models
 
 
 @torch.no_grad()
