@@ -1,49 +1,98 @@
 """The MUSEPOSE value passed from the loader to the sampler and decoder.
 
-``LoadedSet`` is what the model cache holds (weights, pipeline, placement: expensive, shared);
-``MusePoseModel`` is the loader's output: a loaded set plus per-node choices that need no reload
-(the attention backend).
+``LoadedSet`` is what the model cache holds (weights, pipeline, placement: expensive, shared; its key is
+the files, the precision and the device); ``MusePoseModel`` is the loader's output: a loaded set plus
+the per-run choices that need no reload (the offload mode and the attention backend).
+
+A set can be *released* while a loader output still points at it (ComfyUI keeps node outputs in its
+own cache): ComfyUI's Free, ComfyUI unloading one of its models, or the cache making room for another
+set. Releasing drops every reference to the networks, so their RAM goes back at once; the output then
+reads the weights again the next time a node uses it.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
+from . import host
 
-@dataclass
+logger = logging.getLogger("musepose_express")
+
+#: Released sets, kept as empty shells until a safe moment: a set's placement objects must not be
+#: garbage-collected while ComfyUI is still walking its loaded-model list (which is when a release by
+#: ComfyUI happens: its bookkeeping would change under it). :func:`drop_released` empties it.
+_RELEASED: list["LoadedSet"] = []
+
+
+def drop_released() -> None:
+    """Forget the released shells (call from node code, never from inside a ComfyUI unload)."""
+    _RELEASED.clear()
+
+
+@dataclass(eq=False)
 class LoadedSet:
     models: object  # musepose.weights.MusePoseModels
     pipeline: object  # musepose.pipeline.MusePosePipeline
     placement: object  # ComfyPlacement or EnginePlacement
     device: torch.device
     dtype: torch.dtype
-    offload: str
     files: dict = field(default_factory=dict)
+    #: loads the same files again (set by the loader): what an output of a released set uses
+    reopen: Callable[[], "LoadedSet"] | None = None
+    released: bool = False
 
     def close(self) -> None:
-        """Called when the cache evicts this set: take it off ComfyUI's loaded list."""
-        unload_all = getattr(self.placement, "unload_all", None)
-        if callable(unload_all):
-            unload_all()
+        """Let the weights go: unload them from ComfyUI and drop every reference to the networks."""
+        if self.released:
+            return
+        self.released = True
+        for name in ("unload_all", "drop_modules"):
+            method = getattr(self.placement, name, None)
+            if callable(method):
+                method()
+        self.models = None
+        self.pipeline = None
+        _RELEASED.append(self)
 
 
-@dataclass
+@dataclass(eq=False)
 class MusePoseModel:
     loaded: LoadedSet
     attention: str = "sdpa"
+    offload: str = "none"
+
+    def current(self) -> LoadedSet:
+        """The loaded set, read again from disk if it was released since this output was made."""
+        if self.loaded.released:
+            if self.loaded.reopen is None:
+                raise RuntimeError("MusePose: this model set was released; queue the MusePose Model Loader again")
+            logger.info("MusePose: the model set was released (ComfyUI freed memory); reading the weights again")
+            self.loaded = self.loaded.reopen()
+        return self.loaded
 
     @property
     def models(self):
-        return self.loaded.models
+        return self.current().models
 
     @property
     def pipeline(self):
-        return self.loaded.pipeline
+        """The set's pipeline, with this output's offload mode applied to the shared placement.
+
+        Every output of the same set shares one placement; ComfyUI runs one node at a time, and a node
+        takes the pipeline before it runs anything, so the mode in force is the one of the node's input.
+        """
+        loaded = self.current()
+        host.set_offload(loaded.placement, self.offload)
+        return loaded.pipeline
 
     @property
     def placement(self):
-        return self.loaded.placement
+        loaded = self.current()
+        host.set_offload(loaded.placement, self.offload)
+        return loaded.placement
 
     @property
     def dtype(self) -> torch.dtype:

@@ -12,13 +12,25 @@ What lives here, and why it has to:
 * :class:`ComfyPlacement`, the engine's ``ModelPlacement`` backed by ``ModelPatcher`` +
   ``load_models_gpu``, so ComfyUI evicts other models before ours load and can unload ours later;
 * the ``comfy.ops`` class swap that lets ComfyUI's partial loading stream our weights (lowvram);
-* latent previews through ComfyUI's own previewer.
+* latent previews through ComfyUI's own previewer;
+* messages on the node: while a node of this pack runs, the warnings of the engine and of the nodes are
+  shown on that node in ComfyUI's frontend (:func:`pack_node`, :func:`say`);
+* noticing ComfyUI's Free / unload (:func:`on_free`), so the pack's caches follow ComfyUI's memory
+  management.
+
+Model management goes through public ComfyUI calls only: ``load_models_gpu``, ``loaded_models``, the
+patcher's own ``detach`` and its ``ON_DETACH`` callbacks; never the private loaded-model list.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
+import sys
+import threading
+import weakref
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -251,6 +263,52 @@ def convert_for_streaming(module: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------
 # placement on ComfyUI's model management
 
+def patcher_class():
+    """The ModelPatcher class to construct: ``CoreModelPatcher`` where the host has it, else ``ModelPatcher``.
+
+    Newer ComfyUI (dynamic VRAM) swaps ``comfy.model_patcher.CoreModelPatcher`` for its own pager at start
+    and leaves plain ``ModelPatcher`` users on the old path; 0.8.0 has only ``ModelPatcher``.
+    """
+    import comfy.model_patcher as model_patcher  # type: ignore[import-not-found]
+
+    return getattr(model_patcher, "CoreModelPatcher", None) or model_patcher.ModelPatcher
+
+
+def _on_detach_key() -> str:
+    import comfy.patcher_extension as patcher_extension  # type: ignore[import-not-found]
+
+    return patcher_extension.CallbacksMP.ON_DETACH
+
+
+# Detaches (unloads) that this pack asks for itself: offload after use, single-use models, cache
+# eviction, and whatever ComfyUI evicts while one of our own load_models_gpu calls makes room. Only
+# unloads outside these count as "ComfyUI unloaded our models". Prompts run one at a time in ComfyUI's
+# worker thread, and /free is handled by that same thread between prompts.
+_own_calls = 0
+_own_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def _our_call() -> Iterator[None]:
+    global _own_calls
+    with _own_lock:
+        _own_calls += 1
+    try:
+        yield
+    finally:
+        with _own_lock:
+            _own_calls -= 1
+
+
+def _unloaded_by_comfy(unpatch_all: bool) -> bool:
+    """An ``ON_DETACH`` that is a real unload (weights back to the offload device) ComfyUI decided on.
+
+    ``detach(unpatch_all=False)`` is not an unload: ComfyUI calls it when it re-lists a model that is
+    already loaded, and when a patcher is garbage-collected.
+    """
+    return bool(unpatch_all) and _own_calls == 0
+
+
 class HeldModel(nn.Module):
     """What a ``ModelPatcher`` wraps: a thin holder around one of our networks.
 
@@ -273,10 +331,14 @@ class ComfyPlacement:
 
     * ``use`` calls ``load_models_gpu`` with the stage's activation estimate (see ``memory.py``), so
       ComfyUI frees room by evicting other models first and may later unload ours;
-    * ``offload='none'`` leaves models loaded (ComfyUI can still evict them), ``'model'`` unloads each after
-      its use, ``'lowvram'`` lets ComfyUI load only what fits and stream the rest (layers converted to
-      comfy.ops by the loader); buffers a partial load leaves behind are moved by us;
-    * models marked single-use (reference UNet, CLIP) are unloaded as soon as the engine releases them.
+    * ``offload`` is chosen per run (:meth:`set_offload`; the loader's output carries it): ``'none'`` leaves
+      models loaded (ComfyUI can still evict them), ``'model'`` unloads each after its use, ``'lowvram'``
+      lets ComfyUI load only what fits and stream the rest (the loader converts the streamable networks to
+      comfy.ops layers whenever ComfyUI hosts, whatever the offload); buffers a partial load leaves behind
+      are moved by us;
+    * models marked single-use (reference UNet, CLIP) are unloaded as soon as the engine releases them;
+    * ``on_comfy_unload`` (set by the loader) is called when ComfyUI itself fully unloads one of these
+      models (Free, out-of-memory handling, room for another model), not when we do.
     """
 
     def __init__(self, modules: dict[str, nn.Module], dtype: torch.dtype, offload: str = "none",
@@ -284,19 +346,22 @@ class ComfyPlacement:
                  streamable: Iterable[str] = ("denoising_unet", "reference_unet", "pose_guider")):
         if not HAS_COMFY:
             raise RuntimeError("ComfyPlacement needs ComfyUI")
-        import comfy.model_patcher as model_patcher  # type: ignore[import-not-found]
-
+        cls = patcher_class()
         self.device = _mm.get_torch_device()
         self.offload = offload
         self.dtype = dtype
+        self.on_comfy_unload: Callable[[], None] | None = None
         self._patchers: dict[int, object] = {}
         self._names: dict[int, str] = {}
         self._single_use = set()
         self._streamable = set()
         self.estimates: dict[int, tuple[int, int]] = {}
+        on_detach = _on_detach_key()
+        this = weakref.ref(self)  # no cycle patcher -> callback -> placement -> patcher
         for name, module in modules.items():
             holder = HeldModel(module, dtype, name)
-            patcher = model_patcher.ModelPatcher(holder, load_device=self.device, offload_device=_mm.unet_offload_device())
+            patcher = cls(holder, load_device=self.device, offload_device=_mm.unet_offload_device())
+            patcher.add_callback(on_detach, functools.partial(_placement_detached, this))
             self._patchers[id(module)] = patcher
             self._names[id(module)] = name
             if name in single_use:
@@ -306,6 +371,10 @@ class ComfyPlacement:
 
     def patcher(self, module: nn.Module):
         return self._patchers[id(module)]
+
+    def set_offload(self, offload: str) -> None:
+        """The offload mode of the coming run (the weights are the same in every mode)."""
+        self.offload = offload
 
     def set_estimate(self, module: nn.Module | None, required: int, minimum: int | None = None) -> None:
         """Activation memory of ``module``'s next use: the normal need and the least acceptable."""
@@ -321,8 +390,10 @@ class ComfyPlacement:
         # Only comfy.ops-converted models may be partially loaded: any other layer left on the offload
         # device would meet its input on another device.
         partial = self.offload == "lowvram" and all(id(m) in self._streamable for m in modules)
-        _mm.load_models_gpu(patchers, memory_required=required, minimum_memory_required=minimum,
-                            force_full_load=not partial)
+        with _our_call():
+            # The Free watch rides along (it weighs nothing), so it stays listed whatever this load evicts.
+            _mm.load_models_gpu(patchers + _free_watch_patchers(), memory_required=required,
+                                minimum_memory_required=minimum, force_full_load=not partial)
         for module in modules:
             _move_stray_buffers(module, self.device)
         try:
@@ -340,9 +411,25 @@ class ComfyPlacement:
             unload_patcher(self._patchers[id(module)])
 
     def unload_all(self) -> None:
-        """Take every model of this set off ComfyUI's loaded list (cache eviction)."""
+        """Unload every model of this set (cache eviction)."""
         for patcher in self._patchers.values():
             unload_patcher(patcher)
+
+    def drop_modules(self) -> None:
+        """Let go of the networks (after :meth:`unload_all`): the patchers stay, holding nothing."""
+        for patcher in self._patchers.values():
+            holder = getattr(patcher, "model", None)
+            if isinstance(holder, HeldModel):
+                holder.inner = None
+
+
+def _placement_detached(placement_ref, patcher, unpatch_all: bool) -> None:
+    if not unpatch_all or not _unloaded_by_comfy(unpatch_all):  # (unpatch_all first: also runs at exit)
+        return
+    placement = placement_ref()
+    callback = getattr(placement, "on_comfy_unload", None)
+    if callable(callback):
+        callback()
 
 
 def _move_stray_buffers(module: nn.Module, device: torch.device) -> None:
@@ -353,39 +440,122 @@ def _move_stray_buffers(module: nn.Module, device: torch.device) -> None:
                 sub._buffers[name] = buf.to(device)
 
 
-def unload_patcher(patcher) -> bool:
-    """Unload one model from ComfyUI's loaded list (weights back to the offload device)."""
-    for loaded in list(_mm.current_loaded_models):
-        if loaded.model is patcher:
-            loaded.model_unload()
-            _mm.current_loaded_models.remove(loaded)
-            _mm.soft_empty_cache()
-            return True
-    return False
+def unload_patcher(patcher) -> None:
+    """Unload one of our models: the patcher's own public ``detach`` (weights back to the offload device).
+
+    ComfyUI 0.8.0 has no public call that unloads one given model. ``detach`` restores the weights and
+    puts them on the offload device; ComfyUI's list entry for it then counts the model as wholly
+    offloaded: the next ``load_models_gpu`` of it loads it again, and its own ``free_memory`` passes over
+    it at no cost.
+    """
+    with _our_call():
+        patcher.detach(unpatch_all=True)
+    _mm.soft_empty_cache()
 
 
 def loaded_model_names() -> list[str]:
-    """Labels of our models ComfyUI currently has loaded (for tests and logs)."""
+    """Labels of our models whose weights ComfyUI currently has loaded (for tests and logs)."""
     if not HAS_COMFY:
         return []
     names = []
-    for loaded in _mm.current_loaded_models:
-        model = loaded.model
-        holder = getattr(model, "model", None) if model is not None else None
-        if isinstance(holder, HeldModel):
+    for patcher in _mm.loaded_models():
+        holder = getattr(patcher, "model", None)
+        if isinstance(holder, HeldModel) and patcher.loaded_size() > 0:
             names.append(holder.label)
     return names
 
 
-def make_placement(modules: dict[str, nn.Module], dtype: torch.dtype, offload: str, device: torch.device):
+def make_placement(modules: dict[str, nn.Module], dtype: torch.dtype, device: torch.device, offload: str = "none"):
     """ComfyPlacement under ComfyUI; the engine's EnginePlacement otherwise (lowvram acts as ``model``)."""
     if HAS_COMFY:
         return ComfyPlacement(modules, dtype, offload)
     from ..musepose.pipeline.placement import EnginePlacement
 
-    if offload == "lowvram":
+    placement = EnginePlacement(device)
+    set_offload(placement, offload)
+    return placement
+
+
+def set_offload(placement, offload: str) -> None:
+    """Apply a run's offload mode to a placement (ComfyUI's, or the engine's outside ComfyUI)."""
+    setter = getattr(placement, "set_offload", None)
+    if callable(setter):
+        setter(offload)
+        return
+    mode = "none" if offload == "none" else "model"  # the engine's placement has no streaming
+    if offload == "lowvram" and getattr(placement, "offload", None) != mode:
         logger.warning("MusePose: lowvram streaming needs ComfyUI's model management; using offload 'model'")
-    return EnginePlacement(device, offload="none" if offload == "none" else "model")
+    placement.offload = mode
+
+
+# ---------------------------------------------------------------------------------------------
+# following ComfyUI's Free / unload
+#
+# Why an ON_DETACH callback on a weightless "watch" model: ComfyUI 0.8.0 has no hook for its Free
+# ("Unload models" / POST /free). What /free does is comfy.model_management.unload_all_models(),
+# which fully unloads every model on its loaded list, and a full unload ends in the patcher's own
+# ``detach``, which runs the ``CallbacksMP.ON_DETACH`` callbacks (a public patcher extension point,
+# also run by out-of-memory handling and --disable-smart-memory). Our networks are often not on that
+# list when Free comes (offload 'model'/'lowvram' unload them after use; pose nodes load nothing into
+# ComfyUI), so a model of no weight stays listed while the pack holds anything, and its detach tells
+# us that ComfyUI let go of everything. An unload of one of our networks by ComfyUI counts too
+# (ComfyPlacement.on_comfy_unload). ON_CLEANUP is not used: ComfyUI calls it after sampling with its
+# own samplers, never on Free.
+
+class MusePoseFreeWatch(nn.Module):
+    """A model without weights kept on ComfyUI's loaded list: its unload means ComfyUI freed memory."""
+
+    def get_dtype(self) -> torch.dtype:
+        return torch.float32
+
+
+_free_listeners: list[Callable[[], None]] = []
+_free_watch = None  # the watch's patcher, made on first use
+_free_watch_lock = threading.Lock()
+
+
+def on_free(listener: Callable[[], None]) -> None:
+    """Call ``listener`` when ComfyUI frees memory (Free / "Unload models", out-of-memory handling)."""
+    if listener not in _free_listeners:
+        _free_listeners.append(listener)
+
+
+def _free_watch_patchers() -> list:
+    """The watch's patcher, to be loaded with ours (empty outside ComfyUI)."""
+    global _free_watch
+    if not HAS_COMFY:
+        return []
+    with _free_watch_lock:
+        if _free_watch is None:
+            device = _mm.get_torch_device()
+            patcher = patcher_class()(MusePoseFreeWatch(), load_device=device, offload_device=_mm.unet_offload_device())
+            patcher.add_callback(_on_detach_key(), _free_watch_detached)
+            _free_watch = patcher
+    return [_free_watch]
+
+
+def watch_free() -> None:
+    """Make sure the Free watch is on ComfyUI's loaded list (a no-op when it is, or outside ComfyUI)."""
+    patchers = _free_watch_patchers()
+    if not patchers or any(p is patchers[0] for p in _mm.loaded_models()):
+        return
+    with _our_call():
+        _mm.load_models_gpu(patchers)
+
+
+def _free_watch_detached(patcher, unpatch_all: bool) -> None:
+    if unpatch_all and _unloaded_by_comfy(unpatch_all):  # (unpatch_all first: also runs at exit)
+        notify_free()
+
+
+def notify_free() -> None:
+    """Run the Free listeners (ComfyUI unloaded the watch; tests call it directly)."""
+    for listener in list(_free_listeners):
+        try:
+            with _our_call():  # what the listeners unload is not a second notice
+                listener()
+        except Exception as exc:  # one failing listener must not break ComfyUI's Free
+            logger.warning("MusePose: could not release memory after ComfyUI's Free: %s", exc)
 
 
 def streaming_report(module: nn.Module) -> list[str]:
@@ -412,3 +582,159 @@ def make_previewer() -> Callable[[torch.Tensor], object] | None:
     if previewer is None:
         return None
     return lambda latents: previewer.decode_latent_to_preview_image("JPEG", latents)
+
+
+# ---------------------------------------------------------------------------------------------
+# messages on the node
+#
+# While a node of this pack runs (:func:`pack_node` wraps each node's function), every WARNING (and
+# above) logged by the engine or the nodes is also shown on that node in ComfyUI's frontend: the
+# ``progress_text`` websocket event (``PromptServer.send_progress_text``; the frontend shows the latest
+# text under the node, so each send carries all of the run's lines). Lines are plain text (no logger
+# name or level, no "MusePose ...:" prefix), each shown once per run. The console log is unchanged.
+
+#: Package the pack was imported as ("" when ``nodes`` is imported on its own).
+_PACK = __name__[: -len(".nodes.host")] if __name__.endswith(".nodes.host") else ""
+
+#: Loggers whose warnings reach the node: the engine (its modules log under their module name:
+#: ``musepose.*`` standalone, ``<pack>.musepose.*`` under ComfyUI; ``musepose.pose`` is fixed) and the nodes.
+MESSAGE_LOGGERS = tuple(dict.fromkeys(["musepose"] + ([f"{_PACK}.musepose"] if _PACK else []) + ["musepose_express"]))
+
+_PREFIX = re.compile(r"^MusePose(?: [A-Z][A-Za-z]*)*:\s*")
+
+
+def plain_text(message: str) -> str:
+    """A log message as the user reads it on the node: no "MusePose ...:" prefix, a capital first letter."""
+    text = _PREFIX.sub("", str(message).strip())
+    return text[:1].upper() + text[1:]
+
+
+class NodeMessages:
+    """What one run of one node said: plain lines, each once, in order; re-sent whole on every new line."""
+
+    def __init__(self, node_id: str | None):
+        self.node_id = node_id
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, message: str, verbatim: bool = False) -> bool:
+        line = str(message).strip() if verbatim else plain_text(message)
+        with self._lock:
+            if not line or line in self.lines:
+                return False
+            self.lines.append(line)
+            text = "\n".join(self.lines)
+        if self.node_id is not None:
+            send_node_text(self.node_id, text)
+        return True
+
+
+_runs: list[NodeMessages] = []
+_runs_lock = threading.Lock()
+
+
+def current_messages() -> NodeMessages | None:
+    """The messages of the pack node running now (engine threads included), or None."""
+    with _runs_lock:
+        return _runs[-1] if _runs else None
+
+
+class _ToNode(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        run = current_messages()
+        if run is None:
+            return
+        try:
+            run.add(record.getMessage())
+        except Exception:  # never fail the code that logged
+            self.handleError(record)
+
+
+def _install_handlers() -> None:
+    for name in MESSAGE_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(h, _ToNode) for h in target.handlers):
+            target.addHandler(_ToNode())
+
+
+_install_handlers()
+
+
+def _prompt_server():
+    """ComfyUI's running PromptServer, or None (no server: tests, CLI, in-process use)."""
+    module = sys.modules.get("server") if HAS_COMFY else None
+    return getattr(getattr(module, "PromptServer", None), "instance", None)
+
+
+def executing_node_id() -> str | None:
+    """Id of the node ComfyUI is executing (its executing context), or None outside a ComfyUI run."""
+    if not HAS_COMFY:
+        return None
+    try:
+        from comfy_execution.utils import get_executing_context  # type: ignore[import-not-found]
+
+        context = get_executing_context()
+        if context is not None:
+            return str(context.node_id)
+    except Exception:
+        pass
+    node_id = getattr(_prompt_server(), "last_node_id", None)
+    return None if node_id is None else str(node_id)
+
+
+def send_node_text(node_id: str, text: str) -> None:
+    """Show ``text`` on node ``node_id`` in the frontend (replaces what the node showed)."""
+    server = _prompt_server()
+    if server is None:
+        return
+    try:
+        server.send_progress_text(text, node_id, getattr(server, "client_id", None))
+    except Exception as exc:  # a message that cannot be shown must not fail the run
+        logger.debug("MusePose: could not show a message on node %s: %s", node_id, exc)
+
+
+def say(text: str) -> None:
+    """An info line the user should see on the running node (also logged to the console)."""
+    logger.info("MusePose: %s", text)
+    run = current_messages()
+    if run is not None:
+        run.add(text, verbatim=True)
+
+
+@contextlib.contextmanager
+def node_run(node_id: str | None = None) -> Iterator[NodeMessages]:
+    """One run of a pack node: collects its messages (shown on ``node_id``, default: the executing node)."""
+    run = NodeMessages(node_id if node_id is not None else executing_node_id())
+    with _runs_lock:
+        _runs.append(run)
+    try:
+        yield run
+    finally:
+        with _runs_lock:
+            _runs.remove(run)
+
+
+def pack_node(cls: type) -> type:
+    """Make ``cls``'s node function run as a pack node: messages on the node, ComfyUI's Free watched."""
+    name = cls.FUNCTION
+    method = cls.__dict__.get(name)
+    if getattr(method, "_musepose_pack_node", False):
+        return cls
+    if not callable(method):
+        raise TypeError(f"{cls.__name__}.{name} must be a plain method to be wrapped")
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with node_run():
+            try:
+                watch_free()
+            except Exception as exc:  # a nicety: never fail the node over it
+                logger.debug("MusePose: could not register with ComfyUI's Free: %s", exc)
+            return method(self, *args, **kwargs)
+
+    run._musepose_pack_node = True
+    setattr(cls, name, run)
+    return cls

@@ -1,9 +1,11 @@
 """MusePose Model Loader: weights from ComfyUI's model folders, cached across queue runs."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
+import weakref
 
 import torch
 
@@ -30,27 +32,40 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     return DTYPES[choice]
 
 
-def load_set(paths, dtype: torch.dtype, offload: str, device: torch.device) -> LoadedSet:
-    """Read the weights (cast on load, onto the offload device) and build the pipeline and placement."""
+def load_set(paths, dtype: torch.dtype, device: torch.device) -> LoadedSet:
+    """Read the weights (cast on load, onto the offload device) and build the pipeline and placement.
+
+    The set serves every offload mode: under ComfyUI the streamable networks always get comfy.ops layer
+    classes (they behave as plain torch layers while fully loaded, and let ComfyUI stream their weights
+    when only part fits), so switching the offload mode never reads the files again.
+    """
     from ..musepose.pipeline import MusePosePipeline
     from ..musepose.weights import load_models
 
     started = time.perf_counter()
-    logger.info("MusePose: loading weights from disk (%s, offload %s)", str(dtype).replace("torch.", ""), offload)
+    logger.info("MusePose: loading weights from disk (%s)", str(dtype).replace("torch.", ""))
     models = load_models(paths, dtype=dtype, device=host.offload_device())
     components = models.components()
-    if offload == "lowvram":
-        for name in STREAMABLE:
-            if name in components:
-                host.convert_for_streaming(components[name])
-                left = host.streaming_report(components[name])
-                if left:
-                    logger.info("MusePose: %s keeps %d non-streamable module(s) resident", name, len(left))
-    placement = host.make_placement(components, dtype, offload, device)
+    for name in STREAMABLE:
+        if name in components and host.convert_for_streaming(components[name]):
+            left = host.streaming_report(components[name])
+            if left:
+                logger.info("MusePose: %s keeps %d non-streamable module(s) resident", name, len(left))
+    placement = host.make_placement(components, dtype, device)
     pipeline = MusePosePipeline(models, placement=placement)
     logger.info("MusePose: weights loaded in %.1f s", time.perf_counter() - started)
-    return LoadedSet(models=models, pipeline=pipeline, placement=placement, device=placement.device, dtype=dtype,
-                     offload=offload, files=paths.as_dict())
+    loaded = LoadedSet(models=models, pipeline=pipeline, placement=placement, device=placement.device, dtype=dtype,
+                       files=paths.as_dict())
+    if hasattr(placement, "on_comfy_unload"):
+        placement.on_comfy_unload = functools.partial(_released_by_comfy, weakref.ref(loaded))
+    return loaded
+
+
+def _released_by_comfy(loaded_ref) -> None:
+    """ComfyUI unloaded one of this set's models (to make room, or on its own): let the cache drop it."""
+    loaded = loaded_ref()
+    if loaded is not None:
+        MODEL_CACHE.release(loaded, reason="ComfyUI unloaded the MusePose models")
 
 
 class MusePoseModelLoader:
@@ -109,24 +124,35 @@ class MusePoseModelLoader:
             raise ValueError(f"unknown offload mode {offload!r}; use one of {OFFLOAD_MODES}")
         if attention not in available_backends():
             raise ValueError(f"attention backend {attention!r} is not installed; available: {available_backends()}")
+        loaded = cached_set(weights_path, vae, image_encoder, precision, download_missing, hub_download)
+        host.set_offload(loaded.placement, offload)
+        return (MusePoseModel(loaded, attention=attention, offload=offload),)
+
+
+def cached_set(weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, download_missing=False,
+               hub_download=None) -> LoadedSet:
+    """The loaded set for these files and this precision: from the cache, or read from disk."""
+    paths = resolve_weight_paths(weights_path, vae, image_encoder)
+    missing = missing_files(paths)
+    if missing and download_missing:
+        _download(missing, hub_download)
         paths = resolve_weight_paths(weights_path, vae, image_encoder)
         missing = missing_files(paths)
-        if missing and download_missing:
-            _download(missing, hub_download)
-            paths = resolve_weight_paths(weights_path, vae, image_encoder)
-            missing = missing_files(paths)
-        if missing:
-            from ..musepose.weights.errors import MissingWeightsError
+    if missing:
+        from ..musepose.weights.errors import MissingWeightsError
 
-            raise MissingWeightsError(missing_message(missing, download_hint=not download_missing))
-        device = host.torch_device()
-        dtype = resolve_precision(precision, device)
-        key = (file_fingerprint(paths), str(dtype), offload, str(device))
-        before = MODEL_CACHE.loads
-        loaded = MODEL_CACHE.get_or_load(key, lambda: load_set(paths, dtype, offload, device))
-        if MODEL_CACHE.loads == before:
-            logger.info("MusePose: reusing the cached model set (no weight reload)")
-        return (MusePoseModel(loaded, attention=attention),)
+        raise MissingWeightsError(missing_message(missing, download_hint=not download_missing))
+    device = host.torch_device()
+    dtype = resolve_precision(precision, device)
+    # The weights' identity: files, precision, device. The offload mode is a per-run choice.
+    key = (file_fingerprint(paths), str(dtype), str(device))
+    before = MODEL_CACHE.loads
+    loaded = MODEL_CACHE.get_or_load(key, lambda: load_set(paths, dtype, device))
+    if MODEL_CACHE.loads == before:
+        logger.info("MusePose: reusing the cached model set (no weight reload)")
+    # what an output of this set does once the set is released: the same choices, read again
+    loaded.reopen = functools.partial(cached_set, weights_path, vae, image_encoder, precision)
+    return loaded
 
 
 def _download(missing, hub_download):

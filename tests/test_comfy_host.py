@@ -4,11 +4,14 @@ Runs in a child interpreter ($COMFYUI_PYTHON or this one) so ComfyUI's module-le
 loaded-model list, interrupt flag) never leaks into the other tests. Each check prints one line; the
 pytest side asserts on the child's exit code and output.
 
-What is checked: folder registration; auto precision; ComfyPlacement through load_models_gpu (single-use
-models leave the loaded list, 'model' offload unloads all); vector A through ComfyPlacement; the
-comfy.ops conversion computing the same result with every layer forced to stream its weights; and a
-real ModelPatcher partial load (budget < UNet size, device_to="meta" standing in for a GPU) that then
-runs a forward pass without a device mismatch.
+What is checked: folder registration; auto precision; the patcher class (ModelPatcher on 0.8.0);
+ComfyPlacement through load_models_gpu (single-use models leave the loaded list, 'model' offload unloads
+all); vector A through ComfyPlacement; switching the offload mode reuses the same weights (no re-read);
+the comfy.ops conversion computing the same result with every layer forced to stream its weights;
+ComfyUI's unload_all_models (what POST /free runs) releasing the cached set (its RAM is collected) and
+the DWPose sessions, after which the next load reads the weights again; an unload of one of our models
+by ComfyUI releasing the set; and a real ModelPatcher partial load (budget < UNet size,
+device_to="meta" standing in for a GPU) that then runs a forward pass without a device mismatch.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ def test_host_against_real_model_management(tmp_path):
                             capture_output=True, text=True, timeout=600)
     print(result.stdout)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    for check in ("folders", "auto_dtype", "placement_none", "vector_a", "placement_model", "ops_stream_equal",
+    for check in ("folders", "auto_dtype", "patcher_class", "placement_none", "vector_a", "placement_model",
+                  "offload_switch_no_reread", "ops_stream_equal", "free_releases_cache", "comfy_unload_releases_set",
                   "partial_load_meta"):
         assert f"PASS {check}" in result.stdout
 
@@ -64,6 +68,9 @@ def _child(tmp: Path) -> None:
     print("PASS folders", f"{time.perf_counter():.1f}")
     assert host.auto_dtype(torch.device("cpu")) == torch.float32
     print("PASS auto_dtype")
+    assert host.patcher_class() is comfy.model_patcher.ModelPatcher  # 0.8.0 has no CoreModelPatcher
+    print("PASS patcher_class")
+    cache = pack.nodes.model_cache.MODEL_CACHE
 
     nodes = pack.NODE_CLASS_MAPPINGS
     reference, poses = vector_a_images()
@@ -83,7 +90,9 @@ def _child(tmp: Path) -> None:
     assert error <= tolerance, error
     print(f"PASS vector_a max_abs {error:.2e}", f"{time.perf_counter():.1f}")
 
+    loads = cache.loads
     (model_off,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="model")
+    assert model_off.loaded is model.loaded and cache.loads == loads  # same weights, not read again
     (latent2,) = nodes["MusePoseSampler"]().sample(model_off, reference, poses, **VECTOR_A_SAMPLER)
     nodes["MusePoseDecode"]().decode(model_off, latent2, 0, False)
     assert host.loaded_model_names() == [], host.loaded_model_names()
@@ -92,6 +101,8 @@ def _child(tmp: Path) -> None:
 
     # lowvram: converted layers; force every converted layer to stream (cast) its weights on each call
     (low,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="lowvram")
+    assert low.loaded is model.loaded and cache.loads == loads
+    print(f"PASS offload_switch_no_reread (none -> model -> lowvram: {cache.loads} disk load)")
     import comfy.ops
 
     castable = tuple(set(host.comfy_layer_classes().values()))
@@ -109,7 +120,14 @@ def _child(tmp: Path) -> None:
     print(f"{time.perf_counter():.1f}")
     print(f"PASS ops_stream_equal ({len(converted)} layers streamed; max_abs {error:.2e})")
 
-    # a real partial load: a budget of 40% of the UNet, "meta" standing in for the GPU
+    del unet, converted  # (the free checks count the references left to the set's networks)
+    _free_checks(pack, nodes, reference, poses, model, low)
+
+    # a real partial load: a budget of 40% of the UNet, "meta" standing in for the GPU (a fresh set: the
+    # free checks released the one above)
+    (low,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="lowvram")
+    unet = low.models.denoising_unet
+    converted = [m for m in unet.modules() if isinstance(m, castable)]
     holder = host.HeldModel(unet, torch.float32, "denoising_unet")
     patcher = comfy.model_patcher.ModelPatcher(holder, load_device=torch.device("meta"), offload_device=torch.device("cpu"))
     size = patcher.model_size()
@@ -118,6 +136,7 @@ def _child(tmp: Path) -> None:
     streamed = sum(1 for m in converted if m.weight.device.type == "cpu" and m.comfy_cast_weights)
     assert holder.model_lowvram and on_meta > 0 and streamed > 0 and on_meta + streamed == len(converted)
     host._move_stray_buffers(unet, torch.device("meta"))
+    nodes["MusePoseSampler"]._plan_memory(low, _Settings())  # (nothing else of the set runs here)
     pipe = low.pipeline
     pipe.state.features = {k: v.to("meta") for k, v in pipe.state.features.items()}
     pipe.state.version += 1
@@ -129,6 +148,59 @@ def _child(tmp: Path) -> None:
     assert out.shape == (2, 4, 8, 12, 12) and out.device.type == "meta"
     # (no unpatch: weights moved to "meta" hold no data; this set is thrown away with the process)
     print(f"PASS partial_load_meta ({on_meta} layers resident, {streamed} streamed; budget {int(size * 0.4)} of {size} bytes)")
+
+
+def _free_checks(pack, nodes, reference, poses, *outputs) -> None:
+    """unload_all_models (what POST /free runs) and an unload of our UNet by ComfyUI both release the cached
+    set: its networks are garbage-collected at once, and the next use reads the weights again."""
+    import gc
+    import weakref
+
+    import comfy.model_management as mm
+
+    host = pack.nodes.host
+    cache = pack.nodes.model_cache.MODEL_CACHE
+    pose_cache = sys.modules[pack.__name__ + ".musepose.pose.cache"].DEFAULT_POSE_CACHE
+    pose_cache.models.put("session", object())
+    assert len(cache) == 1
+    unet = weakref.ref(outputs[0].loaded.models.denoising_unet)
+    mm.unload_all_models()
+    gc.collect()
+    assert len(cache) == 0 and cache.releases == 1, (len(cache), cache.releases)
+    assert unet() is None, ("the UNet is still referenced after ComfyUI's Free",
+                            [type(r).__name__ for r in gc.get_referrers(unet())])
+    assert host.loaded_model_names() == [] and "session" not in pose_cache.models
+    assert all(o.loaded.released for o in outputs)
+
+    loads = cache.loads
+    (latent,) = nodes["MusePoseSampler"]().sample(outputs[0], reference, poses, **VECTOR_A_SAMPLER_SHORT)
+    assert cache.loads == loads + 1  # an output of the released set read the weights again
+    print("PASS free_releases_cache (its UNet garbage-collected; the next run read the weights again)")
+
+    model = outputs[0]
+    assert len(cache) == 1 and "denoising_unet" in host.loaded_model_names()
+    unet = weakref.ref(model.models.denoising_unet)
+    patcher = model.placement.patcher(model.models.denoising_unet)
+    patcher.detach(unpatch_all=True)  # what ComfyUI's unload of one model (LoadedModel.model_unload) ends in
+    del patcher
+    gc.collect()
+    assert len(cache) == 0 and unet() is None, "an unload of our UNet by ComfyUI should release the cached set"
+    (again,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="model")
+    assert cache.loads == loads + 2
+    print("PASS comfy_unload_releases_set")
+
+
+class _Settings:
+    width = height = 96
+    context_frames = num_frames = 8
+    context_batch_size = 1
+    guidance = 3.5
+    cfg_mode = "batched"
+
+
+VECTOR_A_SAMPLER_SHORT = dict(width=96, height=96, seed=1, steps=1, cfg=3.5, scheduler="ddim", context_frames=8,
+                              context_overlap=4, context_schedule="uniform", blending="flat", windows_per_batch=1,
+                              aspect="stretch", cfg_mode="batched")
 
 
 if __name__ == "__main__":

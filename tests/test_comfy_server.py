@@ -145,6 +145,43 @@ def tiny_workflow(name: str, **sampler) -> dict:
     return graph
 
 
+def run_watching(server: Server, graph: dict, timeout: float = 600) -> dict:
+    """Queue ``graph`` with a websocket open; returns its JSON events and the texts shown on nodes.
+
+    ``texts`` are the ``progress_text`` binary messages (event type 3: node id length, node id, text) in
+    order, as (node_id, text); the frontend shows the latest one under the node.
+    """
+    import aiohttp
+
+    client_id = uuid.uuid4().hex
+    result = {"events": [], "texts": []}
+
+    async def drive():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+                prompt_id = server.queue(graph, client_id)
+                result["prompt_id"] = prompt_id
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        data = message.data
+                        if int.from_bytes(data[:4], "big") == 3:
+                            size = int.from_bytes(data[4:8], "big")
+                            result["texts"].append((data[8:8 + size].decode(), data[8 + size:].decode()))
+                        continue
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    event = json.loads(message.data)
+                    result["events"].append(event)
+                    data = event.get("data") or {}
+                    if event["type"] in ("execution_success", "execution_error", "execution_interrupted") \
+                            and data.get("prompt_id") == prompt_id:
+                        result["outcome"] = event["type"]
+                        return
+
+    asyncio.run(asyncio.wait_for(drive(), timeout=timeout))
+    return result
+
+
 def saved_video(server: Server, entry: dict) -> Path:
     for output in entry["outputs"].values():
         for item in output.get("images", []):

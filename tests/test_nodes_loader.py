@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -179,6 +180,43 @@ def test_lowvram_without_comfyui_falls_back_to_model_offload(env, caplog):
     with caplog.at_level("WARNING"):
         (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32", offload="lowvram")
     assert model.placement.offload == "model" and "needs ComfyUI" in caplog.text
+
+
+def test_switching_offload_reuses_the_weights(env, monkeypatch):
+    """The offload mode is a per-run choice carried by the loader's output, not part of the weights' identity:
+    none -> model -> lowvram -> none reads the files once (it used to read them for every mode)."""
+    pack, models = env
+    place_tiny_weights(models)
+    calls = count_disk_loads(pack, monkeypatch)
+    loader = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]
+    outputs = [loader().load(precision="fp32", offload=mode)[0] for mode in ("none", "model", "lowvram", "none")]
+    assert len(calls) == 1 and all(o.loaded is outputs[0].loaded for o in outputs)
+    assert [o.offload for o in outputs] == ["none", "model", "lowvram", "none"]
+    assert outputs[1].placement.offload == "model" and outputs[0].placement.offload == "none"
+    outputs[1].pipeline  # a node taking the pipeline applies its input's mode to the shared placement
+    assert outputs[1].loaded.placement.offload == "model"
+
+
+def test_comfyui_free_releases_the_set_and_its_output_reads_again(env, monkeypatch):
+    """What ComfyUI's Free runs (host.notify_free, from the Free watch's unload): the cache lets the set go,
+    the networks are dropped, DWPose sessions are closed; an output ComfyUI kept reads the weights again."""
+    import weakref
+
+    pack, models = env
+    place_tiny_weights(models)
+    calls = count_disk_loads(pack, monkeypatch)
+    pose_cache = sys.modules[pack.__name__ + ".musepose.pose.cache"].DEFAULT_POSE_CACHE
+    pose_cache.models.put("session", object())
+    (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32")
+    unet = weakref.ref(model.models.denoising_unet)
+    pack.nodes.host.notify_free()
+    cache = pack.nodes.model_cache.MODEL_CACHE
+    assert len(cache) == 0 and model.loaded.released and "session" not in pose_cache.models
+    import gc
+
+    gc.collect()
+    assert unet() is None  # nothing holds the weights any more
+    assert model.models.denoising_unet is not None and len(calls) == 2 and len(cache) == 1
 
 
 def _failing_hub(message="An error happened while trying to locate the file on the Hub and we cannot find the "

@@ -1,0 +1,66 @@
+"""Messages the user must know, shown on the node in the real ComfyUI 0.8.0 (skipped unless COMFYUI_PATH is set).
+
+The server and its helpers are those of tests/test_comfy_server.py (a fresh server for this file). What
+the frontend receives is watched on the websocket: ComfyUI's ``progress_text`` binary event (type 3:
+node id + text); the frontend shows the latest text under that node, so every send must carry all of
+the run's lines.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_comfy_server import COMFYUI, run_watching, server, tiny_workflow  # noqa: F401  (server: fixture)
+
+pytestmark = pytest.mark.skipif(not COMFYUI, reason="COMFYUI_PATH not set (real-ComfyUI tests)")
+
+
+def _node_texts(result: dict, node_id: str) -> list[str]:
+    return [text for node, text in result["texts"] if node == node_id]
+
+
+def _assert_shown_once(texts: list[str], expected: list[str]) -> list[str]:
+    """Each expected line is in the node's last text exactly once; earlier texts are prefixes of it."""
+    assert texts, "nothing was shown on the node"
+    last = texts[-1]
+    lines = last.split("\n")
+    for fragment in expected:
+        hits = [line for line in lines if fragment in line]
+        assert len(hits) == 1, (fragment, lines)
+    assert len(lines) == len(set(lines)), lines  # no line twice
+    for earlier in texts[:-1]:
+        assert last.startswith(earlier), (earlier, last)  # accumulated, never replaced by less
+    for word in ("WARNING", "musepose_express", "musepose.pipeline", "MusePose Sampler:"):
+        assert word not in last, (word, last)  # plain words: no level, logger name or node prefix
+    return lines
+
+
+def test_sampler_warnings_are_shown_on_the_node_once(server):
+    """A size that is not a multiple of 8 and changes the aspect ratio (the 96x96 reference and pose frames
+    go to 96x128): each fact is shown once on the Sampler (node 5), and still logged to the console."""
+    graph = tiny_workflow("musepose_video", width=100, height=132, seed=3)
+    result = run_watching(server, graph)
+    assert result["outcome"] == "execution_success", json.dumps(result["events"][-3:])[-3000:]
+    texts = _node_texts(result, "5")
+    lines = _assert_shown_once(texts, [
+        "100x132 are not multiples of 8: using 96x128",
+        "The reference image is 96x96 but the output is 96x128, so it is stretched",
+        "Pose frames are 96x96; resizing them to 96x128",
+    ])
+    assert len(lines) == 3 and len(texts) == 3, texts  # one send per new line, nothing else said
+    assert "the pose frames is" not in "\n".join(lines)
+    log = server.log_text()
+    assert "not multiples of 8" in log and "reference image is 96x96" in log  # the console still has them
+    assert log.count("the reference image is 96x96 but the output is 96x128") == 1
+    print("shown on node 5:", *lines, sep="\n  ")
+
+
+def test_pose_node_warnings_are_shown_on_the_node(server):
+    """The pose nodes get the same: Pose Align (node 10) drawing at a size that is not a multiple of 8."""
+    graph = tiny_workflow("musepose_dance", width=96, height=128)
+    graph["10"]["inputs"].update(width=100, height=132)
+    result = run_watching(server, graph)
+    assert result["outcome"] == "execution_success", json.dumps(result["events"][-3:])[-3000:]
+    lines = _assert_shown_once(_node_texts(result, "10"), ["The size 100x132 is not a multiple of 8"])
+    print("shown on node 10:", *lines, sep="\n  ")
