@@ -14,7 +14,9 @@ deliberately pays every cost the original ``Pose2VideoPipeline`` pays (docs/PERF
 * in every spatial self-attention, the reference features are repeated once per frame, concatenated
   with the frame tokens, and K/V are projected from that concatenation for every copy, for the whole
   CFG batch (unconditional half included); the unconditional half's self-attention is then
-  recomputed without the reference and overwrites the first result;
+  recomputed without the reference and overwrites the first result; the original's transformer-block
+  forward keeps its locals (the per-frame bank, the concatenation, the normalised input, the guided
+  result and its two clones) alive until the block returns, so they are held here until then too;
 * CFG halves always run batched and windows one at a time;
 * the VAE decodes one frame at a time.
 
@@ -94,6 +96,8 @@ class OriginalCostReadProcessor:
         out = _merge_heads(F.scaled_dot_product_attention(q, k, v)).to(queries.dtype)
         return attn.to_out[1](attn.to_out[0](out))
 
+    held: list | None = None  # the original block's locals, released when the block returns
+
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
         state = self.state
@@ -106,12 +110,22 @@ class OriginalCostReadProcessor:
         uncond_feature, cond_feature = features[:1], features[-1:]
         # The bank, materialised per frame: one copy of the right reference entry for every batch entry.
         bank = torch.cat([uncond_feature.repeat(n_uncond, 1, 1), cond_feature.repeat(batch - n_uncond, 1, 1)])
-        out = self._attend(attn, hidden_states, torch.cat([hidden_states, bank], dim=1))
+        extended = torch.cat([hidden_states, bank], dim=1)
+        out = self._attend(attn, hidden_states, extended)
+        guided = out
         if n_uncond:
             redo = hidden_states[:n_uncond]
-            out = out.clone()
-            out[:n_uncond] = self._attend(attn, redo, redo)
-        return out
+            guided = out.clone()
+            guided[:n_uncond] = self._attend(attn, redo, redo)
+        # what the original's block forward still references when it reaches its feed-forward: the bank, the
+        # concatenation, its normalised input, the first result, its clone and the clone it continues with
+        self.held = [bank, extended, hidden_states, out, guided]
+        result = guided.clone()
+        self.held.append(result)
+        return result
+
+    def release(self, *args) -> None:
+        self.held = None
 
 
 class OriginalSession(DenoiserSession):
@@ -145,6 +159,7 @@ class OriginalCostPipeline(MusePosePipeline):
     def __init__(self, models, device=None, placement=None):
         self._video_pose_features: torch.Tensor | None = None
         self._cfg = True
+        self._release_hooks: dict[str, list] = {}
         super().__init__(models, device, placement)
 
     def _bind_processors(self) -> None:
@@ -158,7 +173,13 @@ class OriginalCostPipeline(MusePosePipeline):
         for name in spatial_self_attention_names(unet):
             processor = modules[name].processor
             if not (isinstance(processor, OriginalCostReadProcessor) and processor.state is self.state):
-                modules[name].set_processor(OriginalCostReadProcessor(self.state, name))
+                processor = OriginalCostReadProcessor(self.state, name)
+                modules[name].set_processor(processor)
+                block = modules[name.rpartition(".")[0]]  # the BasicTransformerBlock that owns attn1
+                for hook in self._release_hooks.pop(name, []):
+                    hook.remove()
+                self._release_hooks[name] = [block.register_forward_hook(
+                    lambda module, args, output, p=processor: p.release(), always_call=True)]
 
     def _run_reference_unet(self, ref_latents: torch.Tensor, cond: torch.Tensor, check_interrupt=None) -> None:
         """Under CFG the doubled batch ``[uncond, cond]``, as the original runs it."""
@@ -193,6 +214,6 @@ class OriginalCostPipeline(MusePosePipeline):
         finally:
             self._video_pose_features = None
 
-    def decode(self, latents: torch.Tensor, chunk_size: int = 1, tiling: bool = False, progress=None,
-               check_interrupt=None, memory=None) -> torch.Tensor:
-        return super().decode(latents, 1, False, progress, check_interrupt, ORIGINAL)
+    def decode(self, latents: torch.Tensor, memory=None, progress=None, check_interrupt=None,
+               on_message=None) -> torch.Tensor:
+        return super().decode(latents, ORIGINAL, progress, check_interrupt, on_message)

@@ -327,7 +327,7 @@ def measure(run: Run, memory, original: bool = False) -> tuple[MeterReport, obje
         latents = pipe.sample(reference, poses, settings, memory)
         config = pipe.stats.memory[-1]
         meter.phase = "decode"
-        pipe.decode(latents, memory=config)
+        pipe.decode(latents, config)
     meter.report.seconds = time.perf_counter() - started
     return meter.report, config
 

@@ -217,7 +217,7 @@ def run_generate(args) -> int:
                             budget_bytes=int(args.vram_gb * 1e9) if args.vram_gb else None, keep_weights=False)
     latents = pipe.sample(reference, poses, settings, memory, progress=_ProgressBar("sampling"),
                           on_message=lambda text: print(text, file=sys.stderr))
-    video = pipe.decode(latents, memory=pipe.stats.memory[-1])
+    video = pipe.decode(latents, pipe.stats.memory[-1])
     array = video.numpy().astype(np.float32)
     out = write_mp4(array, args.out, fps=fps)
     if args.save_array:

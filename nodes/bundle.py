@@ -17,7 +17,6 @@ from typing import Callable
 
 import torch
 
-from . import host
 
 logger = logging.getLogger("musepose_express")
 
@@ -62,7 +61,7 @@ class LoadedSet:
 class MusePoseModel:
     loaded: LoadedSet
     attention: str = "sdpa"
-    offload: str = "none"
+    offload: str = "auto"  # the memory level of the runs that use this output (musepose.options.OFFLOAD_LEVELS)
 
     def current(self) -> LoadedSet:
         """The loaded set, read again from disk if it was released since this output was made."""
@@ -79,20 +78,17 @@ class MusePoseModel:
 
     @property
     def pipeline(self):
-        """The set's pipeline, with this output's offload mode applied to the shared placement.
-
-        Every output of the same set shares one placement; ComfyUI runs one node at a time, and a node
-        takes the pipeline before it runs anything, so the mode in force is the one of the node's input.
-        """
-        loaded = self.current()
-        host.set_offload(loaded.placement, self.offload)
-        return loaded.pipeline
+        return self.current().pipeline
 
     @property
     def placement(self):
-        loaded = self.current()
-        host.set_offload(loaded.placement, self.offload)
-        return loaded.placement
+        return self.current().placement
+
+    def memory(self, **overrides):
+        """The engine's memory settings for a run of this output (its offload level, plus ``overrides``)."""
+        from ..musepose.pipeline import MemorySettings
+
+        return MemorySettings(offload=self.offload, **overrides)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -101,9 +97,3 @@ class MusePoseModel:
     @property
     def device(self) -> torch.device:
         return self.loaded.device
-
-    def set_estimate(self, module, required: int, minimum: int | None = None) -> None:
-        """Forward a stage's memory estimate to placements that use one (ComfyUI's)."""
-        setter = getattr(self.placement, "set_estimate", None)
-        if callable(setter):
-            setter(module, required, minimum)

@@ -8,7 +8,6 @@ import torch
 from . import host
 from ..musepose.config import VAE_SCALING_FACTOR
 from .attention import attention_backend
-from .memory import auto_decode_chunk, vae_decode_memory
 from .options import CATEGORY, MODEL_TYPE
 
 logger = logging.getLogger("musepose_express")
@@ -50,32 +49,13 @@ class MusePoseDecode:
 
     def decode(self, musepose, latent, chunk_size=0, tiling=False):
         latents = to_engine_latents(latent["samples"]).float()
-        frames, height, width = latents.shape[2], latents.shape[3] * 8, latents.shape[4] * 8
-        vae = musepose.models.vae
-        chunk = int(chunk_size)
-        if chunk <= 0:
-            chunk = auto_decode_chunk(host.free_memory_bytes(musepose.device), width, height, frames, musepose.dtype)
-            logger.info("MusePose Decode: %d frame(s) per chunk (auto)", chunk)
-        musepose.set_estimate(vae, vae_decode_memory(width, height, chunk, musepose.dtype),
-                              vae_decode_memory(width, height, 1, musepose.dtype))
-        progress = host.Progress(frames)
+        progress = host.Progress(latents.shape[2])
 
         def on_progress(done: int, total: int) -> None:
             progress.update(done - progress.value)
 
-        was_tiling = bool(getattr(vae, "use_tiling", False))
-        _set_tiling(vae, bool(tiling))
-        try:
-            with attention_backend(musepose.attention):
-                video = musepose.pipeline.decode(latents, chunk_size=chunk, progress=on_progress,
-                                                 check_interrupt=host.check_interrupt)
-        finally:
-            _set_tiling(vae, was_tiling)
+        with attention_backend(musepose.attention):
+            video = musepose.pipeline.decode(latents, musepose.memory(decode_chunk=int(chunk_size), decode_tiling=bool(tiling)),
+                                             progress=on_progress, check_interrupt=host.check_interrupt,
+                                             on_message=host.say)
         return (video.contiguous(),)
-
-
-def _set_tiling(vae, on: bool) -> None:
-    if on and hasattr(vae, "enable_tiling"):
-        vae.enable_tiling()
-    elif not on and hasattr(vae, "disable_tiling"):
-        vae.disable_tiling()

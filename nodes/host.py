@@ -211,21 +211,6 @@ def auto_dtype(device: torch.device, parameters: int = 0) -> torch.dtype:
     return torch.float32
 
 
-def free_memory_bytes(device: torch.device) -> int:
-    """Memory the next allocation on ``device`` can use (ComfyUI's view when present)."""
-    if HAS_COMFY:
-        return int(_mm.get_free_memory(device))
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # pragma: no cover
-        return 8 * 2**30
-
-
 def empty_cache() -> None:
     if HAS_COMFY:
         _mm.soft_empty_cache()
@@ -329,86 +314,69 @@ class HeldModel(nn.Module):
 class ComfyPlacement:
     """The engine's ``ModelPlacement`` on ComfyUI's model management.
 
-    * ``use`` calls ``load_models_gpu`` with the stage's activation estimate (see ``memory.py``), so
-      ComfyUI frees room by evicting other models first and may later unload ours;
-    * ``offload`` is chosen per run (:meth:`set_offload`; the loader's output carries it): ``'none'`` leaves
-      models loaded (ComfyUI can still evict them), ``'model'`` unloads each after its use, ``'lowvram'``
-      lets ComfyUI load only what fits and stream the rest (the loader converts the streamable networks to
-      comfy.ops layers whenever ComfyUI hosts, whatever the offload); buffers a partial load leaves behind
-      are moved by us;
-    * models marked single-use (reference UNet, CLIP) are unloaded as soon as the engine releases them;
+    * ``free_memory`` is ComfyUI's view: free device memory plus what the other models ComfyUI has
+      loaded occupy (``load_models_gpu`` evicts them when ours need the room), less ComfyUI's reserve;
+    * ``use`` calls ``load_models_gpu`` with the stage's activation estimate (the engine's planner), so
+      ComfyUI frees room by evicting other models first and may later unload ours; with a weight budget
+      (the ``lowvram`` level), ComfyUI's partial loading keeps what fits and streams the rest (the loader
+      converts the streamable networks to comfy.ops layers whenever ComfyUI hosts); buffers a partial load
+      leaves behind are moved by us;
+    * ``release`` unloads; whether a network is released after its use is the engine's memory policy;
     * ``on_comfy_unload`` (set by the loader) is called when ComfyUI itself fully unloads one of these
       models (Free, out-of-memory handling, room for another model), not when we do.
     """
 
-    def __init__(self, modules: dict[str, nn.Module], dtype: torch.dtype, offload: str = "none",
-                 single_use: Iterable[str] = ("reference_unet", "image_encoder"),
+    def __init__(self, modules: dict[str, nn.Module], dtype: torch.dtype,
                  streamable: Iterable[str] = ("denoising_unet", "reference_unet", "pose_guider")):
         if not HAS_COMFY:
             raise RuntimeError("ComfyPlacement needs ComfyUI")
         cls = patcher_class()
         self.device = _mm.get_torch_device()
-        self.offload = offload
+        self.offload_device = _mm.unet_offload_device()
         self.dtype = dtype
         self.on_comfy_unload: Callable[[], None] | None = None
         self._patchers: dict[int, object] = {}
         self._names: dict[int, str] = {}
-        self._single_use = set()
         self._streamable = set()
-        self.estimates: dict[int, tuple[int, int]] = {}
         on_detach = _on_detach_key()
         this = weakref.ref(self)  # no cycle patcher -> callback -> placement -> patcher
         for name, module in modules.items():
             holder = HeldModel(module, dtype, name)
-            patcher = cls(holder, load_device=self.device, offload_device=_mm.unet_offload_device())
+            patcher = cls(holder, load_device=self.device, offload_device=self.offload_device)
             patcher.add_callback(on_detach, functools.partial(_placement_detached, this))
             self._patchers[id(module)] = patcher
             self._names[id(module)] = name
-            if name in single_use:
-                self._single_use.add(id(module))
             if name in streamable:
                 self._streamable.add(id(module))
 
     def patcher(self, module: nn.Module):
         return self._patchers[id(module)]
 
-    def set_offload(self, offload: str) -> None:
-        """The offload mode of the coming run (the weights are the same in every mode)."""
-        self.offload = offload
-
-    def set_estimate(self, module: nn.Module | None, required: int, minimum: int | None = None) -> None:
-        """Activation memory of ``module``'s next use: the normal need and the least acceptable."""
-        if module is not None:
-            self.estimates[id(module)] = (int(required), int(minimum if minimum is not None else required))
+    def free_memory(self) -> int:
+        ours = set(self._patchers.values())
+        others = sum(int(m.loaded_size()) for m in _mm.loaded_models() if m not in ours
+                     and getattr(m, "load_device", None) == self.device)
+        return max(0, int(_mm.get_free_memory(self.device)) + others - int(_mm.extra_reserved_memory()))
 
     @contextlib.contextmanager
-    def use(self, *modules: nn.Module, memory_required: int = 0) -> Iterator[None]:
+    def use(self, *modules: nn.Module, memory_required: int = 0, weight_budget: int | None = None) -> Iterator[None]:
         modules = tuple(m for m in modules if m is not None)
         patchers = [self._patchers[id(m)] for m in modules]
-        required = max(int(memory_required), sum(self.estimates.get(id(m), (0, 0))[0] for m in modules))
-        minimum = max(int(memory_required), sum(self.estimates.get(id(m), (0, 0))[1] for m in modules))
         # Only comfy.ops-converted models may be partially loaded: any other layer left on the offload
         # device would meet its input on another device.
-        partial = self.offload == "lowvram" and all(id(m) in self._streamable for m in modules)
+        partial = weight_budget is not None and all(id(m) in self._streamable for m in modules)
         with _our_call():
             # The Free watch rides along (it weighs nothing), so it stays listed whatever this load evicts.
-            _mm.load_models_gpu(patchers + _free_watch_patchers(), memory_required=required,
-                                minimum_memory_required=minimum, force_full_load=not partial)
+            _mm.load_models_gpu(patchers + _free_watch_patchers(), memory_required=int(memory_required),
+                                minimum_memory_required=int(memory_required), force_full_load=not partial)
         for module in modules:
             _move_stray_buffers(module, self.device)
-        try:
-            yield
-        finally:
-            if self.offload != "none":
-                self.release(*modules)
+        yield
 
     def release(self, *modules: nn.Module) -> None:
         for module in modules:
-            if module is None:
-                continue
-            if self.offload == "none" and id(module) not in self._single_use:
-                continue
-            unload_patcher(self._patchers[id(module)])
+            if module is not None:
+                unload_patcher(self._patchers[id(module)])
 
     def unload_all(self) -> None:
         """Unload every model of this set (cache eviction)."""
@@ -465,27 +433,13 @@ def loaded_model_names() -> list[str]:
     return names
 
 
-def make_placement(modules: dict[str, nn.Module], dtype: torch.dtype, device: torch.device, offload: str = "none"):
-    """ComfyPlacement under ComfyUI; the engine's EnginePlacement otherwise (lowvram acts as ``model``)."""
+def make_placement(modules: dict[str, nn.Module], dtype: torch.dtype, device: torch.device):
+    """ComfyPlacement under ComfyUI; the engine's EnginePlacement (with its own block streaming) otherwise."""
     if HAS_COMFY:
-        return ComfyPlacement(modules, dtype, offload)
+        return ComfyPlacement(modules, dtype)
     from ..musepose.pipeline.placement import EnginePlacement
 
-    placement = EnginePlacement(device)
-    set_offload(placement, offload)
-    return placement
-
-
-def set_offload(placement, offload: str) -> None:
-    """Apply a run's offload mode to a placement (ComfyUI's, or the engine's outside ComfyUI)."""
-    setter = getattr(placement, "set_offload", None)
-    if callable(setter):
-        setter(offload)
-        return
-    mode = "none" if offload == "none" else "model"  # the engine's placement has no streaming
-    if offload == "lowvram" and getattr(placement, "offload", None) != mode:
-        logger.warning("MusePose: lowvram streaming needs ComfyUI's model management; using offload 'model'")
-    placement.offload = mode
+    return EnginePlacement(device, offload_device())
 
 
 # ---------------------------------------------------------------------------------------------

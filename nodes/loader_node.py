@@ -15,16 +15,18 @@ from .bundle import LoadedSet, MusePoseModel
 from .download import download_missing
 from .model_cache import MODEL_CACHE
 from .model_files import file_fingerprint, missing_files, missing_message, resolve_weight_paths
-from .options import AUTO, CATEGORY, MODEL_TYPE, OFFLOAD_MODES, PRECISIONS
+from .options import AUTO, CATEGORY, MODEL_TYPE, OFFLOAD_LEVELS, PRECISIONS
 
 logger = logging.getLogger("musepose_express")
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 STREAMABLE = ("denoising_unet", "reference_unet", "pose_guider")
 
 
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
-    """``auto`` = what ComfyUI's model management recommends for a UNet on ``device``."""
+    """The compute dtype: ``auto`` = what ComfyUI's model management recommends for a UNet on ``device``;
+    ``fp8`` computes in fp16 (the UNets' large weights are stored as fp8 on top)."""
+    from ..musepose.device import DTYPES
+
     if choice == AUTO:
         return host.auto_dtype(device)
     if choice not in DTYPES:
@@ -32,7 +34,7 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     return DTYPES[choice]
 
 
-def load_set(paths, dtype: torch.dtype, device: torch.device) -> LoadedSet:
+def load_set(paths, dtype: torch.dtype, device: torch.device, fp8: bool = False) -> LoadedSet:
     """Read the weights (cast on load, onto the offload device) and build the pipeline and placement.
 
     The set serves every offload mode: under ComfyUI the streamable networks always get comfy.ops layer
@@ -44,7 +46,7 @@ def load_set(paths, dtype: torch.dtype, device: torch.device) -> LoadedSet:
 
     started = time.perf_counter()
     logger.info("MusePose: loading weights from disk (%s)", str(dtype).replace("torch.", ""))
-    models = load_models(paths, dtype=dtype, device=host.offload_device())
+    models = load_models(paths, dtype=dtype, device=host.offload_device(), fp8=fp8)
     components = models.components()
     for name in STREAMABLE:
         if name in components and host.convert_for_streaming(components[name]):
@@ -95,11 +97,14 @@ class MusePoseModelLoader:
                     "sd-image-variations-diffusers/image_encoder/, then the official layout.")}),
                 "precision": (list(PRECISIONS), {"default": AUTO, "tooltip": (
                     "Weight/compute dtype. auto = ComfyUI's recommendation for this device (fp16/bf16 on most "
-                    "GPUs, fp32 on CPU).")}),
-                "offload": (list(OFFLOAD_MODES), {"default": "none", "tooltip": (
-                    "none: models stay loaded between uses (ComfyUI may still evict them). model: each model is "
-                    "on the GPU only while it runs. lowvram: ComfyUI loads what fits and streams the rest of "
-                    "the UNet weights layer by layer (slowest, least VRAM).")}),
+                    "GPUs, fp32 on CPU). fp8 stores the UNets' large weights in 8 bits and computes in fp16: "
+                    "about half the UNet memory, slightly different output (lossy).")}),
+                "offload": (list(OFFLOAD_LEVELS), {"default": AUTO, "tooltip": (
+                    "Memory level of the runs. auto: the fastest setting predicted to fit the free VRAM (the "
+                    "Sampler shows what it picked; on out-of-memory it steps down). none: everything stays on "
+                    "the GPU (fastest, most VRAM: ~18 GB at 768x768x48). model: each network on the GPU only "
+                    "while it runs, guidance halves one after the other, activations in chunks (~5 GB at 768). "
+                    "lowvram: also streams the UNet's weights (~3.3 GB at 768).")}),
                 "attention": (available_backends(), {"default": "sdpa", "tooltip": (
                     "Attention kernel: PyTorch SDPA, or xformers / sageattention when installed.")}),
                 "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
@@ -109,7 +114,7 @@ class MusePoseModelLoader:
         }
 
     @classmethod
-    def IS_CHANGED(cls, weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, offload="none",
+    def IS_CHANGED(cls, weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, offload=AUTO,
                    attention="sdpa", download_missing=False):
         """Re-run when a weight file changes on disk (mtime/size), not only when a widget changes."""
         try:
@@ -118,14 +123,13 @@ class MusePoseModelLoader:
         except Exception:
             return float("nan")
 
-    def load(self, weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, offload="none",
+    def load(self, weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, offload=AUTO,
              attention="sdpa", download_missing=False, hub_download=None):
-        if offload not in OFFLOAD_MODES:
-            raise ValueError(f"unknown offload mode {offload!r}; use one of {OFFLOAD_MODES}")
+        if offload not in OFFLOAD_LEVELS:
+            raise ValueError(f"unknown offload level {offload!r}; use one of {OFFLOAD_LEVELS}")
         if attention not in available_backends():
             raise ValueError(f"attention backend {attention!r} is not installed; available: {available_backends()}")
         loaded = cached_set(weights_path, vae, image_encoder, precision, download_missing, hub_download)
-        host.set_offload(loaded.placement, offload)
         return (MusePoseModel(loaded, attention=attention, offload=offload),)
 
 
@@ -144,10 +148,11 @@ def cached_set(weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, do
         raise MissingWeightsError(missing_message(missing, download_hint=not download_missing))
     device = host.torch_device()
     dtype = resolve_precision(precision, device)
-    # The weights' identity: files, precision, device. The offload mode is a per-run choice.
-    key = (file_fingerprint(paths), str(dtype), str(device))
+    fp8 = precision == "fp8"
+    # The weights' identity: files, precision, device. The offload level is a per-run choice.
+    key = (file_fingerprint(paths), str(dtype), fp8, str(device))
     before = MODEL_CACHE.loads
-    loaded = MODEL_CACHE.get_or_load(key, lambda: load_set(paths, dtype, device))
+    loaded = MODEL_CACHE.get_or_load(key, lambda: load_set(paths, dtype, device, fp8))
     if MODEL_CACHE.loads == before:
         logger.info("MusePose: reusing the cached model set (no weight reload)")
     # what an output of this set does once the set is released: the same choices, read again

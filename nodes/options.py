@@ -1,17 +1,10 @@
-"""Widget option lists, kept here so building the node menus never imports the engine (diffusers).
+"""What the node menus are made of. The option lists are the engine's own (musepose/options.py has
+no heavy imports, so building the menus never imports torch or diffusers); the rest is node-only."""
+from ..musepose.options import (ASPECT_MODES, BLENDINGS, CFG_MODES, CONTEXT_SCHEDULES, OFFLOAD_LEVELS,  # noqa: F401
+                                PRECISIONS, SCHEDULERS)
 
-tests/test_nodes_units.py checks each list against the engine's own, so they cannot drift.
-"""
 CATEGORY = "MusePose"
 MODEL_TYPE = "MUSEPOSE"
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-OFFLOAD_MODES = ("none", "model", "lowvram")
-SCHEDULERS = ("ddim", "euler", "unipc", "dpmpp_2m")  # musepose.pipeline.SCHEDULERS
-CONTEXT_SCHEDULES = ("uniform", "static")  # musepose.pipeline.SCHEDULES
-BLENDS = ("flat", "pyramid")  # musepose.pipeline.BLENDS
-ASPECT_MODES = ("stretch", "crop", "pad")  # musepose.pipeline.preprocess.ASPECT_MODES
-CFG_MODES = ("batched", "sequential")  # musepose.pipeline.sampler.CFG_MODES
 AUTO = "auto"
 
 # Size limits. MusePose was trained at 512-768 pixels a side; the motion module's positional encoding

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 
 from . import host
 from .attention import attention_backend
-from .memory import reference_memory, vae_encode_memory, window_memory, CLIP_BYTES
-from .options import (ASPECT_MODES, BLENDS, CATEGORY, CFG_MODES, CONTEXT_SCHEDULES, MAX_CONTEXT_FRAMES,
-                      MAX_RESOLUTION, MIN_RESOLUTION, MODEL_TYPE, SCHEDULERS)
+from .options import (ASPECT_MODES, BLENDINGS, CATEGORY, CFG_MODES, CONTEXT_SCHEDULES, MAX_CONTEXT_FRAMES,
+                      MAX_RESOLUTION, MIN_RESOLUTION, MODEL_TYPE, NORMAL_RESOLUTION, SCHEDULERS)
 from .preview import LatestPreview, engine_to_latent
 
 logger = logging.getLogger("musepose_express")
@@ -59,19 +59,27 @@ def sampler_input_problems(width=None, height=None, context_frames=None, context
 
 
 def large_run_note(settings, musepose) -> str | None:
-    """The warning for a size between NORMAL_RESOLUTION and MAX_RESOLUTION: the run's estimated memory and time.
+    """For a size between NORMAL_RESOLUTION and MAX_RESOLUTION: a warning with the planner's estimates of
+    the run's device memory (with the leanest configuration) and time; None for normal sizes."""
+    if max(settings.width, settings.height) <= NORMAL_RESOLUTION:
+        return None
+    from ..musepose.pipeline import MemorySettings
+    from ..musepose.pipeline.memory import choose
+    from ..musepose.pipeline.planner import WeightBytes
 
-    Hook for the engine's planner (being written): it is to return e.g. "1536x1536 is above MusePose's usual
-    range: about N GB and M minutes on this device" for such sizes, None otherwise. Returns None until then.
-    """
-    return None
+    job = settings.job(musepose.models)
+    weights = WeightBytes.from_models(musepose.models)
+    leanest = choose(MemorySettings(offload="lowvram"), job, weights, 1.0)[0].estimate
+    fastest = choose(MemorySettings(offload="none"), job, weights, 1e15)[0].estimate
+    return (f"{settings.width}x{settings.height} is above MusePose's usual range (512-768, trained at 768): it "
+            f"needs at least about {leanest.peak_bytes / 1e9:.1f} GB of GPU memory ({fastest.peak_bytes / 1e9:.0f} GB "
+            f"for the fastest setting) and about {fastest.seconds / 60:.0f} min on an H100-class GPU "
+            f"({fastest.flops_per_window_step / 1e12:.0f} TFLOP per window and step); consider a smaller size and "
+            f"upscaling the video.")
 
 
-def count_window_batches(frames: int, settings) -> int:
-    from ..musepose.pipeline import context_windows
-
-    windows = context_windows(frames, settings.context_frames, settings.context_overlap, settings.context_schedule)
-    return math.ceil(len(windows) / settings.context_batch_size)
+def count_window_batches(settings) -> int:
+    return math.ceil(len(settings.windows()) / settings.windows_per_batch)
 
 
 class MusePoseSampler:
@@ -114,7 +122,7 @@ class MusePoseSampler:
                 "context_schedule": (list(CONTEXT_SCHEDULES), {"default": "uniform", "tooltip": (
                     "uniform: MusePose's windows (the last one wraps around to the first frames). static: the "
                     "last window ends on the last frame (no wrap, no wasted frames).")}),
-                "blending": (list(BLENDS), {"default": "flat", "tooltip": (
+                "blending": (list(BLENDINGS), {"default": "flat", "tooltip": (
                     "How overlapping window predictions are mixed: flat average (MusePose) or pyramid "
                     "(window centres weigh more: smoother seams).")}),
                 "windows_per_batch": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
@@ -123,9 +131,10 @@ class MusePoseSampler:
                     "When the reference or pose frames have another shape than width x height: stretch (as "
                     "MusePose; a warning is logged), crop (centre) or pad (black borders). Use the same choice "
                     "as the pose alignment's ref_fit.")}),
-                "cfg_mode": (list(CFG_MODES), {"default": "batched", "tooltip": (
-                    "batched: both guidance halves in one UNet call (fastest). sequential: one after the other, "
-                    "same result with about half the activation memory.")}),
+                "cfg_mode": (list(CFG_MODES), {"default": "auto", "tooltip": (
+                    "auto: the memory policy decides (the loader's offload level). batched: both guidance halves "
+                    "in one UNet call (fastest when memory allows). sequential: one after the other, same result "
+                    "with about half the activation memory.")}),
             }
         }
 
@@ -137,7 +146,7 @@ class MusePoseSampler:
 
     def sample(self, musepose, reference_image, pose_images, width=512, height=768, seed=0, steps=20, cfg=3.5,
                scheduler="ddim", context_frames=48, context_overlap=4, context_schedule="uniform", blending="flat",
-               windows_per_batch=1, aspect="stretch", cfg_mode="batched"):
+               windows_per_batch=1, aspect="stretch", cfg_mode="auto"):
         from ..musepose.pipeline import SamplingSettings
 
         problems = sampler_input_problems(width, height, context_frames, context_overlap)
@@ -148,10 +157,10 @@ class MusePoseSampler:
         if pose_images.ndim == 3:
             pose_images = pose_images[None]
         settings = SamplingSettings(
-            width=int(width), height=int(height), num_frames=None, steps=int(steps), guidance=float(cfg),
+            width=int(width), height=int(height), frames=None, steps=int(steps), cfg=float(cfg),
             seed=int(seed), context_frames=int(context_frames), context_overlap=int(context_overlap),
-            context_schedule=context_schedule, context_batch_size=int(windows_per_batch), blend=blending,
-            scheduler=scheduler, aspect=aspect, cfg_mode=cfg_mode).validated(int(pose_images.shape[0]))
+            context_schedule=context_schedule, windows_per_batch=int(windows_per_batch), blending=blending,
+            scheduler=scheduler, aspect=aspect).validated(int(pose_images.shape[0]))
         # The pose frames' resize (and stretch) is reported by the engine as it prepares them: only the
         # reference is the node's to report, so each fact is said once.
         note = aspect_note(int(reference_image.shape[2]), int(reference_image.shape[1]), settings.width,
@@ -162,30 +171,20 @@ class MusePoseSampler:
         if note:
             logger.warning(note)
 
-        self._plan_memory(musepose, settings)
-        batches = count_window_batches(settings.num_frames, settings)
-        progress = host.Progress(settings.steps * batches)
+        progress = host.Progress(settings.steps * count_window_batches(settings))
         previews = LatestPreview(host.make_previewer())
 
         def on_progress(done: int, total: int) -> None:
             progress.update(1, previews.image())
 
+        pipeline = musepose.pipeline
+        started = time.perf_counter()
         with attention_backend(musepose.attention):
-            latents = musepose.pipeline.sample(reference_image[0], pose_images, settings, progress=on_progress,
-                                               check_interrupt=host.check_interrupt,
-                                               on_step=previews.on_step if previews.enabled else None)
+            latents = pipeline.sample(reference_image[0], pose_images, settings, musepose.memory(cfg_mode=cfg_mode),
+                                      progress=on_progress, check_interrupt=host.check_interrupt,
+                                      on_step=previews.on_step if previews.enabled else None, on_message=host.say)
+        seconds = time.perf_counter() - started
+        per_step = sum(pipeline.stats.seconds_per_step) / max(1, len(pipeline.stats.seconds_per_step))
+        host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} steps in "
+                 f"{seconds:.1f} s ({per_step:.2f} s per step, {len(settings.windows())} window(s) per step)")
         return ({"samples": engine_to_latent(latents)},)
-
-    @staticmethod
-    def _plan_memory(musepose, settings) -> None:
-        """Per-stage activation estimates for ComfyUI's load_models_gpu (one window, not the video)."""
-        m = musepose.models
-        dtype = musepose.dtype
-        window = min(settings.context_frames, settings.num_frames)
-        required, minimum = window_memory(settings.width, settings.height, window, settings.context_batch_size,
-                                          settings.guidance, settings.cfg_mode, dtype)
-        musepose.set_estimate(m.denoising_unet, required, minimum)
-        musepose.set_estimate(m.pose_guider, 0)
-        musepose.set_estimate(m.reference_unet, reference_memory(settings.width, settings.height, dtype))
-        musepose.set_estimate(m.image_encoder, CLIP_BYTES)
-        musepose.set_estimate(m.vae, vae_encode_memory(settings.width, settings.height, dtype))

@@ -51,7 +51,7 @@ def test_every_configuration_matches_the_exact_path(tiny_models, vector_a_inputs
     pipe = MusePosePipeline(tiny_models)
     out = pipe.sample(*vector_a_inputs, vector_a_settings(), _config(**CONFIGS[name]))
     assert max_abs(out, exact) <= TOL, name
-    video = pipe.decode(out, memory=pipe.stats.memory[-1])
+    video = pipe.decode(out, pipe.stats.memory[-1])
     assert video.shape == (12, 96, 96, 3) and torch.isfinite(video).all()
 
 

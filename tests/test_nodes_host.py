@@ -86,13 +86,16 @@ def test_sampler_says_each_size_fact_once(pack, shown, tmp_path, monkeypatch):
     finally:
         host.remove_standalone_model_root(str(models))
         pack.nodes.model_cache.MODEL_CACHE.clear()
-    assert [node for node, _ in shown] == ["5"] * 3, shown
+    assert [node for node, _ in shown] == ["5"] * 5, shown
     lines = shown[-1][1].split("\n")
-    assert len(lines) == 3, lines
+    assert len(lines) == 5, lines
     assert lines[0] == "Width/height 100x132 are not multiples of 8: using 96x128"
     assert lines[1] == ("The reference image is 96x96 but the output is 96x128, so it is stretched (distorted) "
                         "to fit; set aspect to crop or pad to keep the proportions.")
     assert lines[2].startswith("Pose frames are 96x96; resizing them to 96x128 with stretch")
+    # then what the memory policy picked, and the run's summary
+    assert lines[3].startswith("memory: offload ") and "predicted peak" in lines[3]
+    assert lines[4].startswith("8 frames at 96x128, 1 steps in ")
 
 
 def test_aspect_note_grammar(pack):
@@ -178,10 +181,9 @@ def test_unloads_by_us_and_by_comfyui_are_told_apart(fake_comfy):
     placement = host.ComfyPlacement({"denoising_unet": unet, "image_encoder": clip}, torch.float32)
     told = []
     placement.on_comfy_unload = lambda: told.append("unloaded")
-    placement.set_offload("model")
     with placement.use(unet):
         pass
-    placement.release(clip)  # single-use
+    placement.release(unet, clip)  # the memory policy offloads them after use
     assert placement.patcher(unet).detaches == [True] and placement.patcher(clip).detaches == [True]
     assert told == []  # our own unloads
     placement.patcher(unet).detach(unpatch_all=False)  # ComfyUI re-listing a loaded model / a patcher's __del__

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,12 +175,23 @@ def test_unknown_options_are_refused(env):
         loader.load(attention="flash_nonexistent")
 
 
-def test_lowvram_without_comfyui_falls_back_to_model_offload(env, caplog):
+def test_every_offload_level_samples_vector_a_outside_comfyui(env):
+    """Outside ComfyUI the engine's own placement serves every level (lowvram streams the UNet's blocks
+    itself), and each gives vector A's latents (1e-3, the fixture's bound) and says what it picked."""
+    from test_nodes_support import VECTOR_A, VECTOR_A_SAMPLER, vector_a_images
+
     pack, models = env
     place_tiny_weights(models)
-    with caplog.at_level("WARNING"):
-        (model,) = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"]().load(precision="fp32", offload="lowvram")
-    assert model.placement.offload == "model" and "needs ComfyUI" in caplog.text
+    expected = np.load(VECTOR_A / "final_latents.npy")[0].transpose(1, 0, 2, 3)
+    reference, poses = vector_a_images()
+    loader, sampler = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"], pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]
+    for level in ("none", "model", "lowvram", "auto"):
+        (model,) = loader().load(precision="fp32", offload=level)
+        assert model.memory().offload == level
+        (latent,) = sampler().sample(model, reference, poses, **{**VECTOR_A_SAMPLER, "cfg_mode": "auto"})
+        assert np.abs(latent["samples"].numpy() * 0.18215 - expected).max() <= 1e-3, level
+        picked = model.pipeline.stats.memory[0]
+        assert picked.level == (level if level != "auto" else picked.level)
 
 
 def test_switching_offload_reuses_the_weights(env, monkeypatch):
@@ -192,9 +204,7 @@ def test_switching_offload_reuses_the_weights(env, monkeypatch):
     outputs = [loader().load(precision="fp32", offload=mode)[0] for mode in ("none", "model", "lowvram", "none")]
     assert len(calls) == 1 and all(o.loaded is outputs[0].loaded for o in outputs)
     assert [o.offload for o in outputs] == ["none", "model", "lowvram", "none"]
-    assert outputs[1].placement.offload == "model" and outputs[0].placement.offload == "none"
-    outputs[1].pipeline  # a node taking the pipeline applies its input's mode to the shared placement
-    assert outputs[1].loaded.placement.offload == "model"
+    assert [o.memory().offload for o in outputs] == ["none", "model", "lowvram", "none"]
 
 
 def test_comfyui_free_releases_the_set_and_its_output_reads_again(env, monkeypatch):

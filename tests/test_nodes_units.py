@@ -28,18 +28,28 @@ def test_stable_ids_category_description_and_tooltips(pack):
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
 
 
-def test_option_lists_match_the_engine(pack):
+def test_option_lists_are_the_engines_own(pack):
+    """One vocabulary: the widget option lists are musepose.options' tuples, which the engine checks against
+    (the scheduler table, the context module, preprocessing, the memory policy and the CLI use them)."""
     import importlib
 
     options = pack.nodes.options
-    pipeline = importlib.import_module(pack.__name__ + ".musepose.pipeline")
-    sampler = importlib.import_module(pack.__name__ + ".musepose.pipeline.sampler")
-    preprocess = importlib.import_module(pack.__name__ + ".musepose.pipeline.preprocess")
-    assert tuple(options.SCHEDULERS) == tuple(pipeline.SCHEDULERS)
-    assert tuple(options.CONTEXT_SCHEDULES) == tuple(pipeline.SCHEDULES)
-    assert tuple(options.BLENDS) == tuple(pipeline.BLENDS)
-    assert tuple(options.ASPECT_MODES) == tuple(preprocess.ASPECT_MODES)
-    assert tuple(options.CFG_MODES) == tuple(sampler.CFG_MODES)
+    engine = importlib.import_module(pack.__name__ + ".musepose.options")
+    schedulers = importlib.import_module(pack.__name__ + ".musepose.pipeline.schedulers")
+    for name in ("SCHEDULERS", "CONTEXT_SCHEDULES", "BLENDINGS", "ASPECT_MODES", "CFG_MODES", "OFFLOAD_LEVELS",
+                 "PRECISIONS"):
+        assert getattr(options, name) is getattr(engine, name), name
+    assert tuple(schedulers.SCHEDULERS) == engine.SCHEDULERS
+    device = importlib.import_module(pack.__name__ + ".musepose.device")
+    assert set(device.DTYPES) == set(engine.PRECISIONS) - {"auto"}
+    nodes = pack.NODE_CLASS_MAPPINGS
+    inputs = {**nodes["MusePoseSampler"].INPUT_TYPES()["required"], **nodes["MusePoseModelLoader"].INPUT_TYPES()["required"]}
+    for widget, values in (("scheduler", engine.SCHEDULERS), ("context_schedule", engine.CONTEXT_SCHEDULES),
+                           ("blending", engine.BLENDINGS), ("aspect", engine.ASPECT_MODES),
+                           ("cfg_mode", engine.CFG_MODES), ("offload", engine.OFFLOAD_LEVELS),
+                           ("precision", engine.PRECISIONS)):
+        assert tuple(inputs[widget][0]) == values, widget
+    assert inputs["offload"][1]["default"] == "auto" and inputs["cfg_mode"][1]["default"] == "auto"
     required = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"].INPUT_TYPES()["required"]
     assert required["scheduler"][1]["default"] == "ddim"
     assert required["seed"][1]["control_after_generate"] is True
@@ -125,19 +135,6 @@ def test_latent_layout_round_trip(pack):
     assert torch.allclose(pack.nodes.decode_node.to_engine_latents(latent), engine, atol=1e-6)
 
 
-def test_memory_estimates_scale_with_one_window_not_the_video(pack):
-    memory = pack.nodes.memory
-    full, minimum = memory.window_memory(512, 512, 48, 1, 3.5, "batched", torch.float16)
-    sequential, _ = memory.window_memory(512, 512, 48, 1, 3.5, "sequential", torch.float16)
-    fp32, _ = memory.window_memory(512, 512, 48, 1, 3.5, "batched", torch.float32)
-    assert minimum == sequential < full and fp32 == 2 * full
-    assert 2 * 2**30 < full < 32 * 2**30  # SD1.5 at 512x512, 48-frame window, CFG: several GiB
-    assert memory.auto_decode_chunk(10**15, 512, 512, 30, torch.float16) == 30
-    assert memory.auto_decode_chunk(0, 512, 512, 30, torch.float16) == 1
-    per_frame = memory.vae_decode_memory(512, 512, 1, torch.float16)
-    assert memory.auto_decode_chunk(per_frame * 7 + 1, 512, 512, 30, torch.float16) == 7
-
-
 def test_model_cache_capacity_and_eviction(pack):
     cache_mod = pack.nodes.model_cache
     closed = []
@@ -188,4 +185,21 @@ def test_size_limits_and_widget_ranges(pack):
     assert required["width"][1]["max"] == required["height"][1]["max"] == 2048
     assert required["width"][1]["min"] == 64
     assert required["context_frames"][1]["max"] == 128 and required["context_overlap"][1]["max"] == 127
-    assert pack.nodes.sampler_node.large_run_note(None, None) is None  # the planner's hook, empty for now
+
+
+def test_large_sizes_are_warned_with_the_planners_memory_and_time(pack):
+    """Between the normal range and the refusal, the Sampler says how much memory and time a run needs."""
+    import importlib
+    from types import SimpleNamespace
+
+    weights = importlib.import_module(pack.__name__ + ".musepose.weights.loader")
+    pipeline = importlib.import_module(pack.__name__ + ".musepose.pipeline")
+    models = weights.build_models(device="meta")
+    models.dtype = torch.float16
+    musepose = SimpleNamespace(models=models)
+    note = pack.nodes.sampler_node.large_run_note
+    normal = pipeline.SamplingSettings(width=768, height=768).validated(48)
+    assert note(normal, musepose) is None
+    big = pipeline.SamplingSettings(width=1536, height=1536).validated(48)
+    text = note(big, musepose)
+    assert "1536x1536 is above MusePose's usual range" in text and " GB " in text and " min " in text

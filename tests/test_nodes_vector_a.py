@@ -103,19 +103,20 @@ def test_progress_counts_steps_times_windows_and_interrupt_stops_between_windows
     pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
     assert totals == [6] and sum(updates) == 6
 
-    calls = []
-    original = model.pipeline._denoise_windows
+    calls, returned = [], []
+    original = model.pipeline._unet
 
-    def denoise(*args, **kwargs):
+    def unet(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 1:
-            host.request_interrupt()
-        return original(*args, **kwargs)
+        host.request_interrupt()
+        out = original(*args, **kwargs)
+        returned.append(1)
+        return out
 
-    monkeypatch.setattr(model.pipeline, "_denoise_windows", denoise)
+    monkeypatch.setattr(model.pipeline, "_unet", unet)
     with pytest.raises(host.Interrupted):
         pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
-    assert len(calls) == 1
+    assert len(calls) == 1 and not returned  # it stopped inside the UNet call, between two of its layers
     monkeypatch.undo()
     (again,) = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
     assert again["samples"].shape == (12, 4, 12, 12)

@@ -70,6 +70,7 @@ class WeightBytes:
     vae: int
     denoiser_fixed: int  # what streaming keeps resident (conv_in, time embedding, output head)
     largest_block: int  # the largest streamed unit
+    blocks: int = 0  # how many units the denoiser streams in
 
     @classmethod
     def from_models(cls, models) -> "WeightBytes":
@@ -81,7 +82,7 @@ class WeightBytes:
         return cls(reference_unet=sizes.get("reference_unet", 0), denoising_unet=sizes.get("denoising_unet", 0),
                    pose_guider=sizes.get("pose_guider", 0), image_encoder=sizes.get("image_encoder", 0),
                    vae=sizes.get("vae", 0), denoiser_fixed=sizes.get("denoising_unet", 0) - sum(blocks),
-                   largest_block=max(blocks))
+                   largest_block=max(blocks), blocks=len(blocks) if unet is not None else 0)
 
     @classmethod
     def full_size(cls, dtype_bytes: int = 2, fp8: bool = False) -> "WeightBytes":
@@ -520,8 +521,11 @@ def estimate(config, job: Job, weights: WeightBytes, device: Device = DEVICE) ->
     flops_step = unet_total + pose_per_step
     compute = flops_step / device.flops + layer_calls * device.seconds_per_layer_call
     transfer = len(calls) * streamed / device.h2d_bytes_per_s
-    # prefetching hides most of a transfer behind compute, not all of it (stalls at block boundaries)
+    # prefetching hides most of a transfer behind compute, not all of it (stalls at block boundaries), and
+    # every streamed call runs each block's hooks and waits on its copy like an extra layer call
     window_step = max(compute, transfer) + STREAM_STALL * min(compute, transfer)
+    if config.weight_budget is not None:
+        window_step += len(calls) * weights.blocks * device.seconds_per_layer_call
     batches = math.ceil(job.windows / k)
     run = job.steps * batches * window_step
     if config.pose_cache:

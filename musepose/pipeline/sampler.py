@@ -337,28 +337,33 @@ class MusePosePipeline:
             self.state.reading = False
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, chunk_size: int = 0, tiling: bool = False,
+    def decode(self, latents: torch.Tensor, memory: MemorySettings | MemoryConfig | None = None,
                progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
-               memory: MemorySettings | MemoryConfig | None = None) -> torch.Tensor:
+               on_message: MessageCallback | None = None) -> torch.Tensor:
         """Latents ``(1, 4, F, h, w)`` -> video ``[F, H, W, 3]`` float32 in [0, 1] on the CPU.
 
-        Frames are decoded ``chunk_size`` at a time (0: as many as the free memory allows, tiled when even
-        one frame does not fit); on out-of-memory the chunk is halved and retried, then tiling is tried.
+        Frames are decoded ``decode_chunk`` at a time: the sampling run's configuration, or the settings'
+        chunk (0: as many as the free memory allows, tiled when even one frame does not fit). On
+        out-of-memory the chunk is halved and retried, then tiling is tried.
         """
         m = self.models
         started = time.perf_counter()
         frames = latents[0].permute(1, 0, 2, 3) / VAE_SCALING_FACTOR  # (F, 4, h, w)
         count, height, width = frames.shape[0], frames.shape[2] * VAE_DOWNSCALE, frames.shape[3] * VAE_DOWNSCALE
         if isinstance(memory, MemoryConfig):
-            chunk, tiled, config = memory.decode_chunk, memory.decode_tiling or tiling, memory
+            config = memory
         else:
-            config = MemoryConfig(offload_models=True)
-            chunk, tiled = int(chunk_size), bool(tiling)
-            if chunk <= 0:
+            memory = (memory or MemorySettings()).validated()
+            chunk, tiled = min(memory.decode_chunk, count), memory.decode_tiling
+            if not chunk:
                 job = Job(width=width, height=height, window_frames=count, video_frames=count,
                           dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
-                free = memory.budget_bytes if (memory and memory.budget_bytes) else self.placement.free_memory()
+                free = memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
                 chunk, tiled = plan_decode(job, WeightBytes.from_models(m), free, tiled)
+            config = MemoryConfig(level=memory.offload, offload_models=memory.offload != "none",
+                                  decode_chunk=chunk, decode_tiling=tiled)
+        chunk, tiled = config.decode_chunk, config.decode_tiling
+        (on_message or logger.info)(f"decode: {chunk} frame(s) per VAE call" + (", tiled" if tiled else ""))
         outputs = []
         index = 0
         was_tiling = bool(getattr(m.vae, "use_tiling", False))
@@ -402,7 +407,7 @@ class MusePosePipeline:
         latents = self.sample(reference, pose_frames, settings, memory, progress, check_interrupt, trace)
         if trace is not None:
             trace["final_latents"] = latents.clone()
-        return self.decode(latents, check_interrupt=check_interrupt, memory=self.stats.memory[-1])
+        return self.decode(latents, self.stats.memory[-1], check_interrupt=check_interrupt)
 
 
 def _vae_config(models: MusePoseModels) -> dict:
