@@ -18,6 +18,7 @@ from torch import nn
 from diffusers import UNetMotionModel
 
 from ..config import MotionModuleConfig, UNetConfig
+from .cross_attention import install_single_token_cross_attention
 from .motion_module import PerFrameNormTemporalTransformer
 from .unet_body import RESNET_FACTOR, FrameChunking, UNetWalk, timestep_embedding
 
@@ -54,6 +55,7 @@ class MusePoseDenoisingUNet(UNetMotionModel):
             block.motion_modules = nn.ModuleList(
                 PerFrameNormTemporalTransformer.for_channels(m.in_channels, motion) for m in block.motion_modules
             )
+        install_single_token_cross_attention(model)
         return model
 
     #: How ``forward`` walks the blocks (benchmarks swap in diffusers' own block forwards to compare).

@@ -12,6 +12,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from ..config import UNetConfig
+from .cross_attention import install_single_token_cross_attention
 from .unet_body import UNetWalk, timestep_embedding
 
 
@@ -27,6 +28,7 @@ class MusePoseReferenceUNet(UNet2DConditionModel):
         model.conv_norm_out = None
         model.conv_act = None
         model.conv_out = None
+        install_single_token_cross_attention(model)
         return model
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,

@@ -380,7 +380,7 @@ def unet_flops(job: Job, entries: int, uncond: int, motion: bool = True) -> floa
     def transformer(c, t):
         per = 2 * 2 * c * c * t  # proj_in, proj_out
         per += 4 * 2 * c * c * t  # attn1 q, k, v, out
-        per += 2 * 2 * c * c * t + 2 * 2 * cross * c + 4 * t * c  # attn2 q, out; k, v of one token
+        per += 2 * cross * c + 2 * c * c  # attn2 over one token: to_out(to_v(token)), once per entry
         per += 24 * c * c * t  # GEGLU feed-forward
         attn1 = cond * (4 * t * 2 * t * c + 0) + uncond * 4 * t * t * c
         return entries * per + attn1
