@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,13 @@ def _at_least_zero(text: str) -> int:
     return value
 
 
+def _device_list(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise argparse.ArgumentTypeError("give at least one device, e.g. cuda:0,cuda:1")
+    return devices
+
+
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from .options import ASPECT_MODES, BLENDINGS, CFG_MODES, CONTEXT_SCHEDULES, OFFLOAD_LEVELS, PRECISIONS, SCHEDULERS
 
@@ -64,6 +73,16 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="auto",
                    help="auto = fp16 on a GPU, fp32 on the CPU; fp8 stores the UNets' weights as fp8 (lossy)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--devices", default=None, type=_device_list,
+                   help="several devices in this process, e.g. cuda:0,cuda:1: one model replica each, every step's "
+                        "windows shared out (the first device also encodes the reference and decodes)")
+    p.add_argument("--distributed", action="store_true",
+                   help="one rank of a torchrun launch (torchrun --nproc-per-node N -m musepose generate ... "
+                        "--distributed): each rank runs on cuda:LOCAL_RANK (NCCL) or the CPU (gloo) and takes its "
+                        "share of the windows; rank 0 writes the outputs")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --distributed: how long a rank waits for the others before it stops with an error "
+                        "(default 600)")
     p.add_argument("--offload", choices=OFFLOAD_LEVELS, default="auto",
                    help="memory level: auto = the fastest that fits the free memory; none = everything resident; "
                         "model = networks on the device only while they run, activations chunked; lowvram = "
@@ -123,11 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--vram-gb", type=float, default=24.0, help="free device memory to plan for")
     plan.add_argument("--offload", choices=OFFLOAD_LEVELS, default="auto")
     plan.add_argument("--cfg-mode", choices=CFG_MODES, default="auto")
+    plan.add_argument("--devices", type=_positive("--devices"), default=1,
+                      help="devices sharing each step's windows (GPUs of one process or torchrun ranks)")
     return parser
 
 
 def run_plan(args) -> int:
     """Auto's choice for the given free memory, and each level's best configuration, with predictions."""
+    from dataclasses import replace
+
     import torch
 
     from .pipeline import MemorySettings, SamplingSettings
@@ -141,11 +164,15 @@ def run_plan(args) -> int:
     dtype_bytes = 4 if args.precision == "fp32" else 2
     models = build_models(device="meta")
     models.dtype = torch.float32 if dtype_bytes == 4 else torch.float16
-    job = settings.job(models)
+    job = replace(settings.job(models), devices=args.devices)
     weights = WeightBytes.full_size(dtype_bytes, fp8=args.precision == "fp8")
     free = args.vram_gb * 1e9
     print(f"MusePose plan: {settings.width}x{settings.height}, {job.video_frames} frames in {job.windows} window(s) of "
           f"{job.window_frames}, cfg {settings.cfg}, {args.precision}, {settings.steps} steps; {args.vram_gb:g} GB free")
+    if args.devices > 1:
+        batches = math.ceil(job.windows / min(job.windows_per_batch, job.windows))
+        print(f"{args.devices} devices share each step's {batches} window batch(es): "
+              f"{math.ceil(batches / args.devices)} round(s) per step instead of {batches}; peaks are per device")
     print("Peaks are allocated bytes (torch.cuda.max_memory_allocated); the CUDA context (~0.5 GB) and allocator "
           "slack come on top. Times are a model of an H100-class GPU, for comparing configurations.")
     levels = [args.offload] if args.offload != "auto" else ["auto", "none", "model", "lowvram"]
@@ -156,7 +183,8 @@ def run_plan(args) -> int:
         print(f"\n{level:8s} {fits}: {config.describe()}")
         print("         peak {:.2f} GB in {}; ".format(e.peak_bytes / 1e9, e.where)
               + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in e.stages.items() if v)
-              + f"; {e.flops_per_window_step / 1e12:.0f} TFLOP per window-step; run ~{e.seconds:.0f} s")
+              + f"; {e.flops_per_window_step / 1e12:.0f} TFLOP per window-step; run ~{e.seconds:.0f} s"
+              + (f" on {args.devices} devices" if args.devices > 1 else ""))
     return 0
 
 
@@ -175,16 +203,92 @@ class _ProgressBar:
         if done >= total:
             self._bar.close()
 
+    def close(self) -> None:
+        """End the bar's line (a run that stops early: what comes next starts on a line of its own)."""
+        if self._bar is not None:
+            self._bar.close()
+
 
 def run_generate(args) -> int:
+    """``generate``: on one device, on several (``--devices``), or as one rank of a torchrun launch."""
+    if not args.distributed:
+        if args.dist_timeout is not None:
+            raise SystemExit("error: --dist-timeout goes with --distributed")
+        return _generate(args)
+    if args.devices:
+        raise SystemExit("error: --devices and --distributed do not mix: under torchrun each process uses the GPU of "
+                         "its local rank (start one process per GPU with --nproc-per-node)")
+    from .pipeline.distributed import DEFAULT_TIMEOUT_S, start_group
+
+    timeout = DEFAULT_TIMEOUT_S if args.dist_timeout is None else args.dist_timeout
+    if timeout <= 0:
+        raise SystemExit("error: --dist-timeout must be a positive number of seconds")
+    group = None
+    try:
+        group = start_group(args.device, timeout)
+        if group.rank != 0:  # rank 0 speaks for the run; the others report only errors
+            logging.getLogger().setLevel(logging.WARNING)
+        code = _generate(args, group)
+    except BaseException as exc:  # noqa: BLE001 - one line per rank, then out without waiting on the others
+        code = _rank_failed(exc, group)
+        import torch.distributed as dist
+
+        if dist.is_initialized():  # never wait on peers that may be gone (process-group teardown can block)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+    group.close()
+    return code
+
+
+def _rank_failed(exc: BaseException, group) -> int:
+    """Print why this rank stops, in one line (a traceback only for unexpected errors); the exit code."""
+    from .pipeline.distributed import DistributedError
+    from .pipeline.preprocess import InputError
+    from .video import VideoReadError
+    from .weights.errors import CheckpointError
+
+    who = group.name if group is not None else "rank " + os.environ.get("RANK", "?")
+    if isinstance(exc, DistributedError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    if isinstance(exc, (CheckpointError, InputError, VideoReadError, ValueError)):
+        print(f"error: {who}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, SystemExit):
+        if exc.code not in (None, 0):
+            print(exc.code if isinstance(exc.code, str) else f"error: {who}: exit {exc.code}", file=sys.stderr)
+        return exc.code if isinstance(exc.code, int) else 1
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"error: {who}: interrupted", file=sys.stderr)
+        return 130
+    import traceback
+
+    traceback.print_exception(exc)
+    print(f"error: {who}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
+
+
+def _generate(args, group=None) -> int:
     import torch
 
     from .device import peak_memory_report, resolve_device, resolve_dtype
     from .pipeline import EnginePlacement, MemorySettings, MusePosePipeline, SamplingSettings
+    from .pipeline.parallel import replicate
     from .video import read_frames, read_image_rgb, write_mp4
     from .weights import load_models
 
-    device = resolve_device(args.device)
+    if group is not None:
+        devices = [group.device]
+    elif args.devices:
+        if args.device != "auto":
+            raise SystemExit("error: give --device or --devices, not both (the first of --devices is the main one)")
+        devices = [resolve_device(d) for d in args.devices]
+    else:
+        devices = [resolve_device(args.device)]
+    device = devices[0]
+    lead = group is None or group.rank == 0  # the process that reports and writes the outputs
     dtype = resolve_dtype(args.precision, device)
     if device.type == "cpu" and dtype == torch.float16:
         logging.warning("fp16 on the CPU is slow and some ops lack fp16 kernels; fp32 or bf16 is recommended")
@@ -208,6 +312,7 @@ def run_generate(args) -> int:
     # use, so the process never holds more than the networks of the current stage.
     models = load_models(args.weights_dir, dtype=dtype, device="cpu", lazy=True, fp8=args.precision == "fp8")
     pipe = MusePosePipeline(models, placement=EnginePlacement(device))
+    replicas = [replicate(pipe, d) for d in devices[1:]]
     settings = SamplingSettings(
         width=args.width, height=args.height, frames=args.frames, steps=args.steps, cfg=args.cfg,
         seed=args.seed, context_frames=args.context_frames, context_overlap=args.context_overlap,
@@ -215,17 +320,32 @@ def run_generate(args) -> int:
         scheduler=args.scheduler, aspect=args.aspect)
     memory = MemorySettings(offload=args.offload, cfg_mode=args.cfg_mode, decode_chunk=args.decode_chunk,
                             budget_bytes=int(args.vram_gb * 1e9) if args.vram_gb else None, keep_weights=False)
-    latents = pipe.sample(reference, poses, settings, memory, progress=_ProgressBar("sampling"),
-                          on_message=lambda text: print(text, file=sys.stderr))
-    video = pipe.decode(latents, pipe.stats.memory[-1])
+    say = (lambda text: print(text, file=sys.stderr)) if lead else (lambda text: None)
+    bar = _ProgressBar("sampling") if lead else None
+    try:
+        latents = pipe.sample(reference, poses, settings, memory, progress=bar, on_message=say, replicas=replicas,
+                              group=group)
+    finally:
+        if bar is not None:
+            bar.close()
+    if group is None:
+        video = pipe.decode(latents, pipe.stats.memory[-1])
+    else:
+        from .pipeline.distributed import decode_shared
+
+        video = decode_shared(pipe, latents, group, pipe.stats.memory[-1])
+    if not lead:
+        return 0
     array = video.numpy().astype(np.float32)
     out = write_mp4(array, args.out, fps=fps)
     if args.save_array:
         Path(args.save_array).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.save_array, array)
     steps = pipe.stats.seconds_per_step
+    where = (f" on {len(devices)} devices ({', '.join(map(str, devices))})" if len(devices) > 1 else
+             f" on {group.world_size} ranks" if group is not None and group.world_size > 1 else "")
     print(f"wrote {out} ({array.shape[0]} frames, {array.shape[2]}x{array.shape[1]}, {fps:g} fps) in "
-          f"{time.perf_counter() - started:.1f} s")
+          f"{time.perf_counter() - started:.1f} s{where}")
     print(f"time per step {np.mean(steps):.3f} s over {len(steps)} steps; reference {pipe.stats.reference_seconds:.2f} s; "
           f"decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
     return 0

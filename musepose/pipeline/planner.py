@@ -57,6 +57,7 @@ class Job:
     vae: dict = field(default_factory=lambda: dict(SD_VAE_FT_MSE), compare=False, hash=False)
     clip_tokens: int = 257
     clip_width: int = 1024
+    devices: int = 1  # devices (GPUs of one process, or ranks) sharing each step's window batches
 
 
 @dataclass(frozen=True)
@@ -526,10 +527,12 @@ def estimate(config, job: Job, weights: WeightBytes, device: Device = DEVICE) ->
     window_step = max(compute, transfer) + STREAM_STALL * min(compute, transfer)
     if config.weight_budget is not None:
         window_step += len(calls) * weights.blocks * device.seconds_per_layer_call
-    batches = math.ceil(job.windows / k)
-    run = job.steps * batches * window_step
+    # the devices run their window batches side by side: a step takes as many rounds as the busiest
+    # device has batches (4 batches on 3 devices: 2 rounds)
+    rounds = math.ceil(math.ceil(job.windows / k) / max(1, job.devices))
+    run = job.steps * rounds * window_step
     if config.pose_cache:
-        run += pose_guider_flops(job, job.windows * job.window_frames) / device.flops
+        run += pose_guider_flops(job, min(job.windows, rounds * k) * job.window_frames) / device.flops
     decode = job.video_frames * vae_decode_flops(job) / device.flops * (1.3 if config.decode_tiling else 1.0)
     decode += math.ceil(job.video_frames / config.decode_chunk) * 200 * device.seconds_per_layer_call
     moves = (weights.total() / 10e9) if config.offload_models else 0.0

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,10 +35,14 @@ from ..weights.loader import MusePoseModels
 from ..options import ASPECT_MODES, BLENDINGS, CONTEXT_SCHEDULES
 from .context import context_windows, window_weights
 from .memory import MemoryConfig, MemorySettings, choose, plan_decode
+from .parallel import WindowDealer
 from .placement import EnginePlacement, ModelPlacement, bytes_on
 from .planner import Job, WeightBytes
 from .preprocess import InputError, PoseFrames, clip_pixel_values, round_size, to_uint8_rgb, vae_image_tensor
 from .schedulers import SCHEDULERS, make_scheduler
+
+if TYPE_CHECKING:
+    from .distributed import DistributedGroup
 
 logger = logging.getLogger(__name__)
 
@@ -234,14 +238,23 @@ class MusePosePipeline:
                memory: MemorySettings | MemoryConfig | None = None,
                progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
                trace: dict | None = None, on_step: StepCallback | None = None,
-               on_message: MessageCallback | None = None) -> torch.Tensor:
-        """Denoised latents ``(1, 4, F, H/8, W/8)`` float32 on the CPU (before the 1/0.18215 scaling)."""
+               on_message: MessageCallback | None = None, replicas: Sequence["MusePosePipeline"] = (),
+               group: "DistributedGroup | None" = None) -> torch.Tensor:
+        """Denoised latents ``(1, 4, F, H/8, W/8)`` float32 on the CPU (before the 1/0.18215 scaling).
+
+        ``replicas``: pipelines on more devices of this process (:func:`~musepose.pipeline.parallel.replicate`)
+        that share each step's window batches with this one. ``group``: this process's rank in a
+        torch.distributed run (:mod:`musepose.pipeline.distributed`): it runs its share of the batches
+        and the ranks' predictions are summed. Either way the result is the one-device result.
+        """
         if not isinstance(pose_frames, PoseFrames):
             n = len(pose_frames) if not isinstance(pose_frames, (np.ndarray, torch.Tensor)) else pose_frames.shape[0]
             settings = settings.validated(n)
             pose_frames = PoseFrames(pose_frames, settings.width, settings.height, settings.aspect)
         else:
             settings = settings.validated(len(pose_frames))
+        if group is not None:
+            group.check_same_run(settings, pose_frames, reference)
         say = on_message or logger.info
         keep = memory.keep_weights if isinstance(memory, MemorySettings) else True
         configs = self.plan_memory(settings, memory)
@@ -269,31 +282,20 @@ class MusePosePipeline:
             trace.update(init_latents=latents.clone(), windows=windows, timesteps=scheduler.timesteps.tolist(),
                          noise_pred_steps=[], latents_steps=[latents.clone()])
 
-        total_units = len(scheduler.timesteps) * len(batches)
-        done = 0
         branches = 2 if guided else 1
         context = torch.cat([torch.zeros_like(cond), cond]) if guided else cond
-        denoiser = self.session_class(self, settings, pose_frames, check_interrupt)
+        # This process's batches (a rank's share), dealt over its devices; results come back in order.
+        batch_ids = range(len(batches)) if group is None else group.share(len(batches))
+        dealer = WindowDealer(self, configs, replicas, settings, pose_frames, memory, check_interrupt, say, batch_ids)
+        total_units = len(scheduler.timesteps) * len(dealer.batch_ids)
+        done = 0
         try:
-            denoiser.start(config)
+            dealer.start()
             for step_index, t in enumerate(scheduler.timesteps):
                 step_started = time.perf_counter()
                 accumulated = torch.zeros((branches, *latents.shape[1:]), device=self.device, dtype=torch.float32)
-                for batch_index, batch_windows in enumerate(batches):
-                    if check_interrupt is not None:
-                        check_interrupt()
-                    while True:
-                        try:
-                            pred = denoiser.run(latents, batch_index, batch_windows, t, scheduler, context, guided)
-                            break
-                        except torch.OutOfMemoryError:
-                            if len(configs) < 2:
-                                raise
-                            configs.pop(0)
-                            config = configs[0]
-                            say("memory: out of memory; stepping down to " + config.describe())
-                            self.stats.memory.append(config)
-                            denoiser.start(config)
+                for batch_index, pred in dealer.predictions(latents, batches, t, scheduler, context, guided):
+                    batch_windows = batches[batch_index]
                     for j, window in enumerate(batch_windows):
                         index = torch.tensor(window, device=self.device)
                         w = weights[windows.index(window)].to(self.device).view(1, 1, -1, 1, 1)
@@ -304,6 +306,8 @@ class MusePosePipeline:
                     done += 1
                     if progress is not None:
                         progress(done, total_units)
+                if group is not None:  # every rank gets the sum of all ranks' predictions
+                    accumulated = group.all_reduce(accumulated, f"step {step_index + 1}: summing the predictions")
                 noise_pred = (accumulated / weight_sum.to(self.device).view(1, 1, -1, 1, 1)).cpu()
                 del accumulated
                 if guided:
@@ -311,6 +315,8 @@ class MusePosePipeline:
                     noise_pred = uncond + settings.cfg * (text - uncond)
                 step_output = scheduler.step(noise_pred, t, latents)
                 latents = step_output.prev_sample
+                if group is not None:
+                    group.step_done(step_index + 1, latents)
                 if on_step is not None:
                     denoised = getattr(step_output, "pred_original_sample", None)
                     on_step(step_index + 1, len(scheduler.timesteps), latents if denoised is None else denoised)
@@ -319,8 +325,9 @@ class MusePosePipeline:
                     trace["latents_steps"].append(latents.clone())
                 self.stats.seconds_per_step.append(time.perf_counter() - step_started)
         finally:
-            denoiser.stop()
+            dealer.stop(keep)
             self.state.clear()  # the reference features and their K/V are done with
+        config = dealer.config
         self._done_with(config, keep, m.denoising_unet, m.pose_guider)
         return latents
 
