@@ -42,12 +42,30 @@ class LoadedSet:
     #: loads the same files again (set by the loader): what an output of a released set uses
     reopen: Callable[[], "LoadedSet"] | None = None
     released: bool = False
+    #: (position, device) -> a pipeline with a replica of the denoiser on an extra device (made on first use)
+    replicas: dict = field(default_factory=dict)
+
+    def replica(self, position: int, device: torch.device):
+        """The replica for the ``position``-th extra device, made on first use (its weights are read from the
+        files by its first run, onto that device; ComfyUI's model management does not see them)."""
+        key = (position, str(device))
+        if key not in self.replicas:
+            from ..musepose.pipeline.parallel import replicate
+
+            self.replicas[key] = replicate(self.pipeline, device)
+        return self.replicas[key]
 
     def close(self) -> None:
-        """Let the weights go: unload them from ComfyUI and drop every reference to the networks."""
+        """Let the weights go: unload them from ComfyUI, free the extra devices' replicas and drop every
+        reference to the networks."""
         if self.released:
             return
         self.released = True
+        from ..musepose.pipeline.parallel import release_replica
+
+        for replica in self.replicas.values():
+            release_replica(replica)
+        self.replicas.clear()
         for name in ("unload_all", "drop_modules"):
             method = getattr(self.placement, name, None)
             if callable(method):
@@ -62,6 +80,12 @@ class MusePoseModel:
     loaded: LoadedSet
     attention: str = "sdpa"
     offload: str = "auto"  # the memory level of the runs that use this output (musepose.options.OFFLOAD_LEVELS)
+    extra_devices: tuple = ()  # more devices sharing the Sampler's windows (torch.device each), besides ComfyUI's
+
+    def replicas(self) -> list:
+        """Pipelines on this output's extra devices (for ``MusePosePipeline.sample(replicas=...)``)."""
+        loaded = self.current()
+        return [loaded.replica(i, device) for i, device in enumerate(self.extra_devices)]
 
     def current(self) -> LoadedSet:
         """The loaded set, read again from disk if it was released since this output was made."""

@@ -191,6 +191,36 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def extra_devices(text: str) -> tuple[torch.device, ...]:
+    """The Model Loader's ``extra_devices``: more devices (``cuda:1, cuda:2``) sharing the Sampler's windows
+    with ComfyUI's own device. ComfyUI manages its device only: the replicas on these are the pack's
+    (made on a device's first run, freed with the model set: ComfyUI's Free, or another set loaded)."""
+    main = torch_device()
+    if main.type == "cuda" and main.index is None:
+        main = torch.device("cuda", torch.cuda.current_device())
+    devices: list[torch.device] = []
+    for name in re.split(r"[,\s]+", str(text or "").strip()):
+        if not name:
+            continue
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"extra_devices: {name!r} is not a device name; write e.g. cuda:1,cuda:2") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if device.index is None:
+                raise ValueError(f"extra_devices: give numbered GPUs (cuda:1), not {name!r}")
+            if device.index >= count:
+                raise ValueError(f"extra_devices: {name} does not exist: this machine has {count} CUDA GPU(s)")
+            if device == main or device in devices:
+                raise ValueError(f"extra_devices: {name} is listed twice (ComfyUI's own device is {main}, which "
+                                 "always takes part)")
+        elif device.type != "cpu":  # cpu: a second worker thread on the CPU (what the tests use)
+            raise ValueError(f"extra_devices: {name}: only CUDA GPUs can share the Sampler's windows")
+        devices.append(device)
+    return tuple(devices)
+
+
 def offload_device() -> torch.device:
     """Where idle model weights live (CPU, or the GPU under ComfyUI's --highvram)."""
     if HAS_COMFY:

@@ -110,12 +110,21 @@ class MusePoseModelLoader:
                 "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
                     "Download missing files from Hugging Face into the model folders (needs huggingface_hub "
                     "and network access). Off: a missing file is an error that says where it goes.")}),
-            }
+            },
+            # Optional, and last: saved workflows and API prompts without it keep working (one device).
+            "optional": {
+                "extra_devices": ("STRING", {"default": "", "tooltip": (
+                    "More GPUs for the Sampler, e.g. cuda:1,cuda:2: each holds its own copy of the denoising "
+                    "UNet (read from the files on its first run) and takes a share of every step's windows, "
+                    "next to ComfyUI's GPU. Same video, faster on long videos. ComfyUI does not manage these "
+                    "copies: they are freed with the model set (ComfyUI's Free / Unload models). Empty: "
+                    "ComfyUI's GPU only.")}),
+            },
         }
 
     @classmethod
     def IS_CHANGED(cls, weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, offload=AUTO,
-                   attention="sdpa", download_missing=False):
+                   attention="sdpa", download_missing=False, extra_devices=""):
         """Re-run when a weight file changes on disk (mtime/size), not only when a widget changes."""
         try:
             paths = resolve_weight_paths(weights_path, vae, image_encoder)
@@ -124,13 +133,16 @@ class MusePoseModelLoader:
             return float("nan")
 
     def load(self, weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, offload=AUTO,
-             attention="sdpa", download_missing=False, hub_download=None):
+             attention="sdpa", download_missing=False, extra_devices="", hub_download=None):
         if offload not in OFFLOAD_LEVELS:
             raise ValueError(f"unknown offload level {offload!r}; use one of {OFFLOAD_LEVELS}")
         if attention not in available_backends():
             raise ValueError(f"attention backend {attention!r} is not installed; available: {available_backends()}")
+        devices = host.extra_devices(extra_devices)  # checked before anything is read
         loaded = cached_set(weights_path, vae, image_encoder, precision, download_missing, hub_download)
-        return (MusePoseModel(loaded, attention=attention, offload=offload),)
+        # The extra devices are a per-run choice like the offload level: the cached set keeps one replica per
+        # extra device once used, and frees them with the set (LoadedSet.close).
+        return (MusePoseModel(loaded, attention=attention, offload=offload, extra_devices=devices),)
 
 
 def cached_set(weights_path="", vae=AUTO, image_encoder=AUTO, precision=AUTO, download_missing=False,

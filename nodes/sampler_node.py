@@ -182,7 +182,8 @@ class MusePoseSampler:
         with attention_backend(musepose.attention):
             latents = pipeline.sample(reference_image[0], pose_images, settings, musepose.memory(cfg_mode=cfg_mode),
                                       progress=on_progress, check_interrupt=host.check_interrupt,
-                                      on_step=previews.on_step if previews.enabled else None, on_message=host.say)
+                                      on_step=previews.on_step if previews.enabled else None, on_message=host.say,
+                                      replicas=musepose.replicas())
         seconds = time.perf_counter() - started
         per_step = sum(pipeline.stats.seconds_per_step) / max(1, len(pipeline.stats.seconds_per_step))
         host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} steps in "

@@ -201,7 +201,7 @@ def test_distributed_needs_torchrun_and_one_device_per_process(tmp_path):
         main([*cli_args("vector_a"), "--out", str(tmp_path / "v.mp4"), "--distributed", "--devices", "cpu,cpu"])
 
 
-# -- the planner ---------------------------------------------------------------------------
+# -- the planner and the nodes ---------------------------------------------------------------------------
 
 def test_planner_counts_rounds_of_window_batches(capsys):
     from dataclasses import replace
@@ -222,3 +222,44 @@ def test_planner_counts_rounds_of_window_batches(capsys):
     text = capsys.readouterr().out
     assert "3 devices share each step's 4 window batch(es): 2 round(s) per step instead of 4" in text
     assert "on 3 devices" in text
+
+
+def test_model_loader_extra_devices(tmp_path, one_thread):
+    """The loader's extra_devices: a CPU worker here; same latents as ComfyUI's device alone; the replica is
+    made once and freed with the model set."""
+    from test_nodes_support import VECTOR_A_SAMPLER, load_pack, place_tiny_weights, vector_a_images
+
+    pack = load_pack()
+    host, cache = pack.nodes.host, pack.nodes.model_cache.MODEL_CACHE
+    models = tmp_path / "models"
+    models.mkdir()
+    host.add_standalone_model_root(str(models))
+    cache.clear()
+    try:
+        place_tiny_weights(models)
+        loader, sampler = pack.NODE_CLASS_MAPPINGS["MusePoseModelLoader"], pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]
+        assert "extra_devices" in loader.INPUT_TYPES()["optional"]
+        reference, poses = vector_a_images()
+        (alone,) = loader().load(precision="fp32")
+        (expected,) = sampler().sample(alone, reference, poses, **VECTOR_A_SAMPLER)
+        (shared,) = loader().load(precision="fp32", extra_devices="cpu")
+        assert shared.loaded is alone.loaded and shared.extra_devices == (torch.device("cpu"),)
+        for _ in range(2):
+            (latent,) = sampler().sample(shared, reference, poses, **VECTOR_A_SAMPLER)
+            assert max_abs(latent["samples"], expected["samples"]) <= TOLERANCE
+        (replica,) = shared.loaded.replicas.values()
+        assert shared.replicas() == [replica]  # made once, kept for the next runs
+        unet = replica.models.denoising_unet
+        assert not any(p.is_meta for p in unet.parameters())
+        host.notify_free()  # ComfyUI's Free: the set goes, and its replicas with it
+        assert shared.loaded.released and not shared.loaded.replicas
+        assert all(p.is_meta for p in unet.parameters())
+        for bad, message in (("cuda:7", "does not exist"), ("tpu", "not a device name|only CUDA"),
+                             ("cuda", "numbered")):
+            if bad.startswith("cuda") and torch.cuda.is_available():
+                continue
+            with pytest.raises(ValueError, match=message):
+                loader().load(precision="fp32", extra_devices=bad)
+    finally:
+        host.remove_standalone_model_root(str(models))
+        cache.clear()
