@@ -11,6 +11,7 @@ deliberately pays every cost the original ``Pose2VideoPipeline`` pays (docs/PERF
   conditional features are ever used;
 * the pose guider runs once on the WHOLE video at full resolution, and its output stays on the
   device for the whole run; each window's slice is duplicated (materialised) for CFG;
+* cross-attention projects every query against the single CLIP token (diffusers' processor);
 * in every spatial self-attention, the reference features are repeated once per frame, concatenated
   with the frame tokens, and K/V are projected from that concatenation for every copy, for the whole
   CFG batch (unconditional half included); the unconditional half's self-attention is then
@@ -170,6 +171,10 @@ class OriginalCostPipeline(MusePosePipeline):
         if unet is None:
             return
         modules = dict(unet.named_modules())
+        for name, module in modules.items():  # cross-attention with every query projected, as the original
+            if name.endswith("attn2") and "motion_modules" not in name and \
+                    not isinstance(module.processor, AttnProcessor2_0):
+                module.set_processor(AttnProcessor2_0())
         for name in spatial_self_attention_names(unet):
             processor = modules[name].processor
             if not (isinstance(processor, OriginalCostReadProcessor) and processor.state is self.state):

@@ -76,6 +76,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None, type=_device_list,
                    help="several devices in this process, e.g. cuda:0,cuda:1: one model replica each, every step's "
                         "windows shared out (the first device also encodes the reference and decodes)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNets' repeated blocks (same output; the first run compiles: minutes)")
     p.add_argument("--distributed", action="store_true",
                    help="one rank of a torchrun launch (torchrun --nproc-per-node N -m musepose generate ... "
                         "--distributed): each rank runs on cuda:LOCAL_RANK (NCCL) or the CPU (gloo) and takes its "
@@ -313,6 +315,11 @@ def _generate(args, group=None) -> int:
     models = load_models(args.weights_dir, dtype=dtype, device="cpu", lazy=True, fp8=args.precision == "fp8")
     pipe = MusePosePipeline(models, placement=EnginePlacement(device))
     replicas = [replicate(pipe, d) for d in devices[1:]]
+    if args.compile:
+        from .models.compile import compile_unets
+
+        for each in (pipe, *replicas):
+            compile_unets(each.models, each.device)
     settings = SamplingSettings(
         width=args.width, height=args.height, frames=args.frames, steps=args.steps, cfg=args.cfg,
         seed=args.seed, context_frames=args.context_frames, context_overlap=args.context_overlap,

@@ -83,3 +83,36 @@ def test_driving_video_needs_the_dwpose_folder(tmp_path):
     result = run_cli("generate", "--weights-dir", str(WEIGHTS), "--ref", str(VECTOR_A / "inputs" / "ref.png"),
                      "--driving-video", str(tmp_path / "x.mp4"), "--device", "cpu", check=False)
     assert result.returncode != 0 and "--dwpose-dir" in result.stderr
+
+
+def test_generate_says_what_memory_configuration_it_picked(tmp_path):
+    """auto is the default: the run says on stderr which configuration it picked; a pinned level is kept;
+    --decode-chunk 0 sizes decoding to the free memory."""
+    common = ["generate", "--weights-dir", str(WEIGHTS), "--ref", str(VECTOR_A / "inputs" / "ref.png"),
+              "--poses", str(VECTOR_A / "inputs" / "pose"), "--width", "96", "--height", "96", "--frames", "4",
+              "--steps", "1", "--context-frames", "4", "--context-overlap", "1", "--device", "cpu", "--precision", "fp32"]
+    auto = run_cli(*common, "--out", str(tmp_path / "a.mp4"))
+    assert "memory: offload none, CFG batched" in auto.stderr  # plenty of RAM: the fastest configuration
+    assert "decode: 4 frame(s) per VAE call" in auto.stderr
+    pinned = run_cli(*common, "--offload", "lowvram", "--cfg-mode", "sequential", "--vram-gb", "0.5",
+                     "--out", str(tmp_path / "b.mp4"))
+    assert "memory: offload lowvram, CFG sequential" in pinned.stderr and "streamed within" in pinned.stderr
+
+
+def test_bad_frame_and_decode_counts_are_refused_by_name(tmp_path):
+    """--frames 0 used to end in "no image files in folder"; --decode-chunk 0 was silently 1 (now: auto)."""
+    common = ["generate", "--weights-dir", str(WEIGHTS), "--ref", str(VECTOR_A / "inputs" / "ref.png"),
+              "--poses", str(VECTOR_A / "inputs" / "pose"), "--device", "cpu", "--out", str(tmp_path / "x.mp4")]
+    result = run_cli(*common, "--frames", "0", check=False)
+    assert result.returncode == 2 and "--frames must be at least 1 (got 0)" in result.stderr
+    assert "no image files" not in result.stderr
+    result = run_cli(*common, "--decode-chunk", "-2", check=False)
+    assert result.returncode == 2 and "must be 0 (auto) or a number of frames (got -2)" in result.stderr
+
+
+def test_plan_prints_auto_and_every_level():
+    result = run_cli("plan", "--width", "768", "--height", "768", "--vram-gb", "6")
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("auto     fits: offload model") for line in lines), result.stdout
+    for level in ("none     DOES NOT FIT", "model    fits", "lowvram  fits"):
+        assert any(line.startswith(level) for line in lines), level

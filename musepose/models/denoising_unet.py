@@ -60,6 +60,8 @@ class MusePoseDenoisingUNet(UNetMotionModel):
 
     #: How ``forward`` walks the blocks (benchmarks swap in diffusers' own block forwards to compare).
     walk_class = UNetWalk
+    #: What ``compile_repeated_blocks`` compiles (musepose.models.compile).
+    _repeated_blocks = ("ResnetBlock2D", "Transformer2DModel", "PerFrameNormTemporalTransformer")
     #: Activation chunking of the next calls (see :class:`~musepose.models.unet_body.FrameChunking`).
     chunking: FrameChunking = FrameChunking()
     #: The reference-attention state the read processors use (set when they are installed).

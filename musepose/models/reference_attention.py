@@ -73,6 +73,9 @@ class ReferenceWriteProcessor:
         self.state, self.name = state, name
         self._inner = AttnProcessor2_0()
 
+    # Runs outside torch.compile's regions (musepose.models.compile): the run's state it reads would make
+    # every compiled block recompile for each value it takes (chunk offsets, branch sizes).
+    @torch.compiler.disable
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
         if self.state.writing:
@@ -97,6 +100,7 @@ class ReferenceReadProcessor:
             self.state.kv[self.name] = cached
         return cached
 
+    @torch.compiler.disable  # see ReferenceWriteProcessor.__call__
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
         state = self.state

@@ -21,6 +21,8 @@ class MusePoseReferenceUNet(UNet2DConditionModel):
 
     #: How ``forward`` walks the blocks (benchmarks swap in diffusers' own block forwards to compare).
     walk_class = UNetWalk
+    #: What ``compile_repeated_blocks`` compiles (musepose.models.compile).
+    _repeated_blocks = ("ResnetBlock2D", "Transformer2DModel", "PerFrameNormTemporalTransformer")
 
     @classmethod
     def build(cls, config: UNetConfig) -> "MusePoseReferenceUNet":
