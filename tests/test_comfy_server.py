@@ -137,11 +137,25 @@ def server(tmp_path_factory):
         srv.stop()
 
 
-def tiny_workflow(name: str, **sampler) -> dict:
+def tiny_workflow(name: str, previews: bool = False, **sampler) -> dict:
+    """A shipped API workflow with the tiny-model Sampler settings. A Sampler input the workflow links from
+    another node's input of the same name (the dance workflow's width/height come from Pose Align) is set
+    there, so the link stays and carries the value.
+
+    Its PreviewImage nodes are left out unless ``previews``: each is an output of its own, and ComfyUI queues
+    a prompt (HTTP 200, the Sampler's errors in node_errors) when some output is valid, so with them a
+    Sampler refused at queue time would still run the pose nodes."""
     graph = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+    if not previews:
+        graph = {node_id: node for node_id, node in graph.items() if node["class_type"] != "PreviewImage"}
     for node in graph.values():
         if node["class_type"] == "MusePoseSampler":
-            node["inputs"].update(TINY_SAMPLER, **sampler)
+            for key, value in {**TINY_SAMPLER, **sampler}.items():
+                linked = node["inputs"].get(key)
+                if isinstance(linked, list) and key in graph[linked[0]]["inputs"]:
+                    graph[linked[0]]["inputs"][key] = value
+                else:
+                    node["inputs"][key] = value
     return graph
 
 
@@ -220,9 +234,12 @@ def test_workflow_runs_to_a_video(server, name):
 
 
 def test_dance_workflow_extract_align_sample_decode(server):
-    """Dance video -> DWPose (onnxruntime stand-ins) -> alignment -> MusePose -> decode -> mp4."""
-    graph = tiny_workflow("musepose_dance")
-    graph["10"]["inputs"].update(width=96, height=96)
+    """Dance video -> DWPose (onnxruntime stand-ins) -> alignment -> MusePose -> decode -> mp4; the size is
+    set once, on Pose Align (96x128 here), and reaches the Sampler through Align's width/height outputs; the
+    two pose previews are saved."""
+    graph = tiny_workflow("musepose_dance", previews=True, height=128)
+    assert graph["5"]["inputs"]["width"] == ["10", 4] and graph["5"]["inputs"]["height"] == ["10", 5]
+    assert (graph["10"]["inputs"]["width"], graph["10"]["inputs"]["height"]) == (96, 128)
     entry = server.wait(server.queue(graph))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
     import av
@@ -231,8 +248,10 @@ def test_dance_workflow_extract_align_sample_decode(server):
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
         rate = float(stream.average_rate)
-    assert len(frames) == 12 and frames[0].shape == (96, 96, 3)
+    assert len(frames) == 12 and frames[0].shape == (128, 96, 3)
     assert rate == 8.0  # the dance video's fps, carried through extract and align
+    previews = {node_id for node_id, node in graph.items() if node["class_type"] == "PreviewImage"}
+    assert previews and all(len(entry["outputs"][node_id]["images"]) == 12 for node_id in previews), entry["outputs"]
 
 
 def test_second_queue_reuses_loaded_weights(server):
