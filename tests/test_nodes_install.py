@@ -19,7 +19,8 @@ def test_pyproject_has_the_registry_fields():
     project, comfy = data["project"], data["tool"]["comfy"]
     assert project["name"] == "comfyui-musepose-express"
     assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]) and project["description"]
-    assert project["license"] == {"file": "LICENSE"} and (REPO / "LICENSE").read_text().startswith("MIT License")
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
     assert {"Repository"} <= set(project["urls"])
     assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"]
     assert "example_workflows" in comfy["includes"]
