@@ -280,7 +280,9 @@ def build(run: Run, on_device: bool):
     from musepose.config import SD15_UNET
     from musepose.weights.loader import build_models
 
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[run.dtype]
+    from musepose.device import DTYPES
+
+    dtype = DTYPES[run.dtype]
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:

@@ -102,6 +102,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .options import CFG_MODES, CONVERT_PRECISIONS, OFFLOAD_LEVELS, PRECISIONS
+
     parser = argparse.ArgumentParser(prog="python -m musepose", description="MusePose Express engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="official checkpoints -> compact fp16 .safetensors per component")
     conv.add_argument("--weights-dir", required=True)
     conv.add_argument("--out", required=True)
-    conv.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    conv.add_argument("--precision", "--dtype", dest="dtype", choices=CONVERT_PRECISIONS, default="fp16",
+                      help="precision of the converted files")
 
-    from .options import CFG_MODES, OFFLOAD_LEVELS, PRECISIONS
     from .pose.cli import add_pose_subcommands
 
     add_pose_subcommands(sub)

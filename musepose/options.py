@@ -16,3 +16,5 @@ OFFLOAD_LEVELS = ("auto", "none", "model", "lowvram")
 CFG_MODES = ("auto", "batched", "sequential")
 #: Weight/compute precision; fp8 stores the UNets' large weights as fp8 and computes in fp16 (lossy).
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "fp8")
+#: What ``musepose convert`` can write (fp8 is a storage format applied when loading, not kept on disk).
+CONVERT_PRECISIONS = ("fp16", "bf16", "fp32")

@@ -116,3 +116,15 @@ def test_plan_prints_auto_and_every_level():
     assert any(line.startswith("auto     fits: offload model") for line in lines), result.stdout
     for level in ("none     DOES NOT FIT", "model    fits", "lowvram  fits"):
         assert any(line.startswith(level) for line in lines), level
+
+
+def test_convert_takes_the_same_precision_word_as_generate():
+    """--precision is the word generate and the nodes use; --dtype stays as its alias. fp8 is refused by
+    name: it is a load-time storage format, not something convert writes."""
+    from musepose.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["convert", "--weights-dir", "w", "--out", "o", "--precision", "bf16"]).dtype == "bf16"
+    assert parser.parse_args(["convert", "--weights-dir", "w", "--out", "o", "--dtype", "fp32"]).dtype == "fp32"
+    result = run_cli("convert", "--weights-dir", str(WEIGHTS), "--out", "unused", "--precision", "fp8", check=False)
+    assert result.returncode == 2 and "invalid choice: 'fp8'" in result.stderr

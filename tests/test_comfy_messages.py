@@ -47,8 +47,10 @@ def test_sampler_warnings_are_shown_on_the_node_once(server):
         "100x132 are not multiples of 8: using 96x128",
         "The reference image is 96x96 but the output is 96x128, so it is stretched",
         "Pose frames are 96x96; resizing them to 96x128",
+        "memory: offload ",  # what the memory policy picked
+        "frames at 96x128, ",  # the run's summary
     ])
-    assert len(lines) == 3 and len(texts) == 3, texts  # one send per new line, nothing else said
+    assert len(lines) == 5 and len(texts) == 5, texts  # one send per new line, nothing else said
     assert "the pose frames is" not in "\n".join(lines)
     log = server.log_text()
     assert "not multiples of 8" in log and "reference image is 96x96" in log  # the console still has them

@@ -18,6 +18,10 @@ order as the diffusers blocks, and
   positions (:meth:`~musepose.models.motion_module.PerFrameNormTemporalTransformer.temporal`).
 
 The numbers are diffusers' block forwards' up to float rounding: the same operations on the same rows.
+
+diffusers' own ``set_chunk_feed_forward`` is deliberately not used: it chunks only the feed-forward, so the
+resnets' GroupNorm copies, the attention Q/K/V and the upsamplers' 4x outputs would stay whole; chunking
+whole frames bounds every layer's transients with one setting.
 """
 from __future__ import annotations
 

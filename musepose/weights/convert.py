@@ -13,17 +13,19 @@ from pathlib import Path
 
 import torch
 
+from ..device import DTYPES
+from ..options import CONVERT_PRECISIONS
 from .io import StateDictReader, save_safetensors
 from .keymaps import is_motion_pe_key
 from .layout import MUSEPOSE_COMPONENTS, WeightPaths
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def convert_weights(source: str | Path, destination: str | Path, dtype: str = "fp16",
                     log=print) -> dict[str, Path]:
     paths = WeightPaths.from_root(source)
     paths.require()
+    if dtype not in CONVERT_PRECISIONS:
+        raise ValueError(f"unknown precision {dtype!r}; use one of {', '.join(CONVERT_PRECISIONS)}")
     target = DTYPES[dtype]
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
