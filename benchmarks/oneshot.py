@@ -38,6 +38,21 @@ CONFIGS = {"unet_config.json": "sd_image_variations_unet_config", "image_encoder
            "vae_config.json": "vae"}
 
 
+def _keys_and_shapes(layout: dict, group: str, file: str) -> list[tuple[str, list[int]]]:
+    """The file's keys and shapes: listed in the key file, or (the VAE, whose key list it does not hold)
+    read off diffusers' AutoencoderKL built from the listed config on the meta device."""
+    entry = layout[group][file]
+    if "keys" in entry:
+        return [(key, shape) for key, shape, _dtype in entry["keys"]]
+    import torch
+    from diffusers import AutoencoderKL
+
+    config = {k: v for k, v in layout["configs"]["vae"].items() if not k.startswith("_")}
+    with torch.device("meta"):
+        vae = AutoencoderKL(**config)
+    return [(key, list(t.shape)) for key, t in vae.state_dict().items()]
+
+
 def prepare(folder: Path) -> Path:
     """Random full-size weights in the compact layout (skipped when the folder is complete)."""
     import torch
@@ -52,7 +67,7 @@ def prepare(folder: Path) -> Path:
         if target.exists():
             continue
         tensors = {}
-        for key, shape, dtype in layout[group][file]["keys"]:
+        for key, shape in _keys_and_shapes(layout, group, file):
             if key.endswith("position_ids"):
                 continue
             if len(shape) >= 2:  # fan-in scaled weights keep activations finite through ~100 layers
