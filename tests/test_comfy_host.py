@@ -83,8 +83,9 @@ def _child(tmp: Path) -> None:
     assert isinstance(model.placement, host.ComfyPlacement)
     (latent,) = nodes["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
     loaded = host.loaded_model_names()
-    assert "denoising_unet" in loaded and "vae" in loaded, loaded
-    assert "reference_unet" not in loaded and "image_encoder" not in loaded, loaded
+    # level none keeps every network loaded for the next run (ComfyUI evicts them when it needs the room);
+    # level model, below, leaves nothing loaded
+    assert sorted(loaded) == ["denoising_unet", "image_encoder", "pose_guider", "reference_unet", "vae"], loaded
     print("PASS placement_none", loaded)
     error = max_abs(latent["samples"], expected)
     assert error <= tolerance, error
@@ -136,15 +137,12 @@ def _child(tmp: Path) -> None:
     streamed = sum(1 for m in converted if m.weight.device.type == "cpu" and m.comfy_cast_weights)
     assert holder.model_lowvram and on_meta > 0 and streamed > 0 and on_meta + streamed == len(converted)
     host._move_stray_buffers(unet, torch.device("meta"))
-    nodes["MusePoseSampler"]._plan_memory(low, _Settings())  # (nothing else of the set runs here)
-    pipe = low.pipeline
-    pipe.state.features = {k: v.to("meta") for k, v in pipe.state.features.items()}
-    pipe.state.version += 1
+    pipe = low.pipeline  # no reference pass ran on this set: every entry is unconditional (plain self-attention)
     x = torch.zeros(2, 4, 8, 12, 12, device="meta")
     context = torch.zeros(2, 1, 16, device="meta")
     pose = torch.zeros(8, 32, 12, 12, device="meta")
     with torch.no_grad():
-        out = pipe._unet(x, torch.tensor(999, device="meta"), context, pose_features=pose, num_uncond=8)
+        out = pipe._unet(x, torch.tensor(999, device="meta"), context, pose_features=pose, num_uncond=16)
     assert out.shape == (2, 4, 8, 12, 12) and out.device.type == "meta"
     # (no unpatch: weights moved to "meta" hold no data; this set is thrown away with the process)
     print(f"PASS partial_load_meta ({on_meta} layers resident, {streamed} streamed; budget {int(size * 0.4)} of {size} bytes)")
@@ -188,14 +186,6 @@ def _free_checks(pack, nodes, reference, poses, *outputs) -> None:
     (again,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="model")
     assert cache.loads == loads + 2
     print("PASS comfy_unload_releases_set")
-
-
-class _Settings:
-    width = height = 96
-    context_frames = num_frames = 8
-    context_batch_size = 1
-    guidance = 3.5
-    cfg_mode = "batched"
 
 
 VECTOR_A_SAMPLER_SHORT = dict(width=96, height=96, seed=1, steps=1, cfg=3.5, scheduler="ddim", context_frames=8,
