@@ -40,16 +40,16 @@ CONFIGS = {"unet_config.json": "sd_image_variations_unet_config", "image_encoder
 
 def _keys_and_shapes(layout: dict, group: str, file: str) -> list[tuple[str, list[int]]]:
     """The file's keys and shapes: listed in the key file, or (the VAE, whose key list it does not hold)
-    read off diffusers' AutoencoderKL built from the listed config on the meta device."""
+    read off the loader's VAE built from the listed config on the meta device."""
     entry = layout[group][file]
     if "keys" in entry:
         return [(key, shape) for key, shape, _dtype in entry["keys"]]
     import torch
-    from diffusers import AutoencoderKL
 
-    config = {k: v for k, v in layout["configs"]["vae"].items() if not k.startswith("_")}
+    from musepose.weights.loader import build_vae
+
     with torch.device("meta"):
-        vae = AutoencoderKL(**config)
+        vae = build_vae(layout["configs"]["vae"])
     return [(key, list(t.shape)) for key, t in vae.state_dict().items()]
 
 

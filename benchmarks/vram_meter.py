@@ -274,13 +274,20 @@ class Run:
     clip_config: dict | None = None
     vae_config: dict | None = None
 
+    def settings(self):
+        """The pipeline's settings for this run (a ``SamplingSettings``)."""
+        from musepose.pipeline import SamplingSettings
+
+        return SamplingSettings(width=self.width, height=self.height, frames=self.frames, steps=self.steps,
+                                cfg=self.cfg, context_frames=self.context_frames,
+                                context_overlap=self.context_overlap, windows_per_batch=self.windows_per_batch)
+
 
 def build(run: Run, on_device: bool):
     """The MusePose networks as fake tensors, on the simulated GPU or on the host."""
     from musepose.config import SD15_UNET
-    from musepose.weights.loader import build_models
-
     from musepose.device import DTYPES
+    from musepose.weights.loader import build_models
 
     dtype = DTYPES[run.dtype]
     previous = torch.get_default_dtype()
@@ -302,7 +309,7 @@ def measure(run: Run, memory, original: bool = False) -> tuple[MeterReport, obje
     ``memory``: a ``MemoryConfig`` (applied as is) or ``MemorySettings`` (auto decides, with its
     ``budget_bytes`` as the free memory). Returns the report and the configuration that ran.
     """
-    from musepose.pipeline import EnginePlacement, MemoryConfig, MusePosePipeline, SamplingSettings
+    from musepose.pipeline import EnginePlacement, MemoryConfig, MusePosePipeline
 
     meter = AllocatorMeter()
     started = time.perf_counter()
@@ -323,10 +330,7 @@ def measure(run: Run, memory, original: bool = False) -> tuple[MeterReport, obje
         rng = np.random.default_rng(0)
         reference = rng.integers(0, 256, (run.height, run.width, 3), dtype=np.uint8)
         poses = rng.integers(0, 256, (run.frames, run.height, run.width, 3), dtype=np.uint8)
-        settings = SamplingSettings(width=run.width, height=run.height, frames=run.frames, steps=run.steps, cfg=run.cfg,
-                                    context_frames=run.context_frames, context_overlap=run.context_overlap,
-                                    windows_per_batch=run.windows_per_batch)
-        latents = pipe.sample(reference, poses, settings, memory)
+        latents = pipe.sample(reference, poses, run.settings(), memory)
         config = pipe.stats.memory[-1]
         meter.phase = "decode"
         pipe.decode(latents, config)
@@ -335,12 +339,9 @@ def measure(run: Run, memory, original: bool = False) -> tuple[MeterReport, obje
 
 
 def planner_estimate(run: Run, config):
-    from musepose.pipeline import SamplingSettings
     from musepose.pipeline.planner import WeightBytes, estimate
 
-    settings = SamplingSettings(width=run.width, height=run.height, frames=run.frames, steps=run.steps, cfg=run.cfg,
-                                context_frames=run.context_frames, context_overlap=run.context_overlap,
-                                windows_per_batch=run.windows_per_batch).validated(run.frames)
+    settings = run.settings().validated(run.frames)
     with torch.device("meta"):
         models = build(run, on_device=True)
     job = settings.job(models)
