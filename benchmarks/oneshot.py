@@ -8,8 +8,20 @@ weights, encodes the reference, samples and decodes, then writes the video.
   costs (benchmarks/original_costs.py: doubled reference pass, whole-video pose guider, per-frame reference
   bank, diffusers' block forwards), one frame per VAE decode.
 
-Both read the same full-size weights: random fp16 tensors with the exact keys and shapes of the official
-files (tests/fixtures/musepose-full-keys.json), written once in the compact layout (about 5 GB).
+The weights are random fp16 tensors with the exact keys and shapes of the official files
+(tests/fixtures/musepose-full-keys.json), written once in the compact layout (about 5 GB) and, for
+``--layout official``, once more in the official download's layout and formats (about 16 GB, see
+:func:`prepare_official`). ``--layout`` picks what both jobs read:
+
+* ``official`` (default): the files a user downloads, each job loading them its own way: ours through
+  the engine's loader (memory-mapped, only the tensors it needs), the original as its ``test_stage_2.py``
+  does (:func:`load_like_original`: the SD base UNet read twice, the denoising UNet initialised before
+  loading, each stage-1 ``.pth`` read whole);
+* ``compact``: both read the compact safetensors through the engine's loader, so only the algorithm
+  and the job shape differ.
+
+Before each job the weight files are dropped from the page cache (``posix_fadvise``), so each job reads
+its weights from disk, as a one-shot run does; ``--keep-cache`` skips that.
 
     python benchmarks/oneshot.py --weights /tmp/musepose-random --width 256 --height 256 --frames 16 --steps 2
 """
@@ -89,6 +101,133 @@ def prepare(folder: Path) -> Path:
     return folder
 
 
+def prepare_official(compact: Path) -> Path:
+    """The compact random weights again, in the official download's layout and formats (skipped when done).
+
+    As the key file records for the released files: ``denoising_unet.pth``, ``reference_unet.pth`` and
+    ``pose_guider.pth`` each serialise ONE shared ~3.4 GB fp16 buffer (denoising UNet + reference UNet
+    without ``up_blocks.3`` + pose guider), every tensor a view into it, and ``reference_unet.pth`` holds
+    its ``up_blocks.3`` tensors separately; ``motion_module.pth`` is plain fp16; the SD base UNet, CLIP and
+    the VAE are fp32 ``.bin`` files (the base UNet's values are the denoising UNet's: only its cost matters).
+    """
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+
+    root = compact / "official"
+    done = root / "complete"
+    if done.exists():
+        return root
+    musepose, base = root / "MusePose", root / "sd-image-variations-diffusers" / "unet"
+    for folder in (musepose, base, root / "image_encoder", root / "sd-vae-ft-mse"):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def tensors(name: str) -> dict[str, torch.Tensor]:
+        with safe_open(str(compact / f"{name}.safetensors"), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}
+
+    denoising, reference, pose = tensors("denoising_unet"), tensors("reference_unet"), tensors("pose_guider")
+    separate = {k: v.clone() for k, v in reference.items() if k.startswith("up_blocks.3.")}
+    parts = [("denoising_unet", denoising), ("reference_unet", {k: v for k, v in reference.items() if k not in separate}),
+             ("pose_guider", pose)]
+    flat = torch.empty(sum(t.numel() for _, part in parts for t in part.values()), dtype=torch.float16)
+    views: dict[str, dict[str, torch.Tensor]] = {name: {} for name, _ in parts}
+    offset = 0
+    for name, part in parts:
+        for key, tensor in part.items():
+            view = flat[offset:offset + tensor.numel()].view(tensor.shape)
+            view.copy_(tensor)
+            views[name][key] = view
+            offset += tensor.numel()
+    views["reference_unet"].update(separate)
+    for name, state in views.items():
+        torch.save(state, musepose / f"{name}.pth")  # each file serialises the whole shared buffer
+    del flat, views, separate, reference, pose
+    torch.save(tensors("motion_module"), musepose / "motion_module.pth")
+    torch.save({k: v.float() for k, v in denoising.items()}, base / "diffusion_pytorch_model.bin")
+    del denoising
+    torch.save({k: v.float() for k, v in tensors("image_encoder").items()}, root / "image_encoder" / "pytorch_model.bin")
+    torch.save({k: v.float() for k, v in tensors("vae").items()}, root / "sd-vae-ft-mse" / "diffusion_pytorch_model.bin")
+    for source, target in (("unet_config.json", base / "config.json"),
+                           ("image_encoder_config.json", root / "image_encoder" / "config.json"),
+                           ("vae_config.json", root / "sd-vae-ft-mse" / "config.json")):
+        shutil.copyfile(compact / source, target)
+    done.write_text("")
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    print(f"wrote {root} ({size / 1e9:.1f} GB)", flush=True)
+    return root
+
+
+def weight_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.suffix in (".safetensors", ".pth", ".bin")]
+
+
+def drop_from_page_cache(files: list[Path]) -> None:
+    """Make the next job read these files from disk (Linux; a no-op elsewhere)."""
+    import os
+
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def load_like_original(root: Path):
+    """The five networks loaded as the original's ``test_stage_2.py`` loads them (its ``torch.load`` calls
+    pass no ``mmap``, so each file is read whole into memory):
+
+    1. the VAE and CLIP from their fp32 files (``from_pretrained``: read whole, as the engine's loader does);
+    2. the reference UNet: diffusers' ``from_pretrained`` of the SD base UNet (no initialisation; the base
+       file read whole, its tensors kept as the weights);
+    3. the denoising UNet: ``from_pretrained_2d``: built with initialisation (``from_config``), the base file
+       read again, the motion module merged without its PE keys, ``load_state_dict``;
+    4. ``denoising_unet.pth``, ``reference_unet.pth`` and ``pose_guider.pth`` loaded on top: each
+       ``torch.load`` materialises the whole shared ~3.4 GB buffer.
+    """
+    import torch
+
+    from musepose.weights import load_models
+    from musepose.weights.keymaps import is_motion_pe_key, motion_key
+    from musepose.weights.layout import WeightPaths
+    from musepose.weights.loader import build_models
+
+    paths = WeightPaths.from_root(root)
+    base_file = root / "sd-image-variations-diffusers" / "unet" / "diffusion_pytorch_model.bin"
+
+    def read(path: Path) -> dict[str, torch.Tensor]:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    models = load_models(root, dtype=torch.float32, components=("vae", "image_encoder"))
+    reference = build_models(models.unet_config, components=["reference_unet"]).reference_unet  # meta: no init
+    base = read(base_file)
+    wanted = set(reference.state_dict())  # the base file also holds conv_norm_out/conv_out, which it lacks
+    reference.load_state_dict({k: v for k, v in base.items() if k in wanted}, assign=True)
+    del base
+    built = build_models(models.unet_config, device="cpu", components=["denoising_unet", "pose_guider"])
+    denoising, pose_guider = built.denoising_unet, built.pose_guider
+    state = read(base_file)
+    state.update({motion_key(k): v for k, v in read(paths.motion_module).items() if not is_motion_pe_key(k)})
+    loaded = set(state)
+    denoising.load_state_dict(state, strict=False)
+    del state
+    stage1 = read(paths.denoising_unet)
+    loaded |= set(stage1)
+    denoising.load_state_dict(stage1, strict=False)
+    del stage1
+    unloaded = [k for k in denoising.state_dict() if k not in loaded and not k.endswith(".pe")]
+    if unloaded:
+        raise SystemExit(f"load_like_original: {len(unloaded)} denoising UNet weights not loaded: {unloaded[:5]}")
+    reference.load_state_dict(read(paths.reference_unet))
+    pose_guider.load_state_dict(read(paths.pose_guider))
+    models.reference_unet, models.denoising_unet, models.pose_guider = reference, denoising, pose_guider
+    return models
+
+
 def inputs(folder: Path, width: int, height: int, frames: int) -> tuple[Path, Path]:
     """A reference image and pose frames (sparse bright strokes, like renders)."""
     import numpy as np
@@ -118,7 +257,10 @@ def run_original(args) -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    models = load_models(args.weights, dtype=torch.float32)  # everything, up front, kept
+    if args.layout == "official":
+        models = load_like_original(args.weights)
+    else:
+        models = load_models(args.weights, dtype=torch.float32)  # everything, up front, kept
     pipe = OriginalCostPipeline(models, placement=EnginePlacement("cpu"))
     poses, _ = read_frames(args.poses)
     settings = SamplingSettings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
@@ -149,6 +291,9 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--layout", choices=["official", "compact"], default="official",
+                   help="the weight files both jobs read (see the module docstring)")
+    p.add_argument("--keep-cache", action="store_true", help="do not drop the weight files from the page cache")
     p.add_argument("--child", choices=["original"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--ref", default=None, help=argparse.SUPPRESS)
     p.add_argument("--poses", default=None, help=argparse.SUPPRESS)
@@ -159,19 +304,23 @@ def main(argv=None) -> int:
         return 0
     prepare(args.weights)
     ref, poses = inputs(args.weights, args.width, args.height, args.frames)
+    root = prepare_official(args.weights) if args.layout == "official" else args.weights
     size = ["--width", str(args.width), "--height", str(args.height), "--frames", str(args.frames),
             "--steps", str(args.steps)]
-    ours = [sys.executable, "-m", "musepose", "generate", "--weights-dir", str(args.weights), "--ref", str(ref),
+    ours = [sys.executable, "-m", "musepose", "generate", "--weights-dir", str(root), "--ref", str(ref),
             "--poses", str(poses), *size, "--context-frames", str(args.frames), "--precision", "fp32", "--device",
             "cpu", "--out", str(args.weights / "ours.mp4")]
-    original = [sys.executable, str(Path(__file__).resolve()), "--child", "original", "--weights", str(args.weights),
-                "--ref", str(ref), "--poses", str(poses), *size, "--threads", str(args.threads),
+    original = [sys.executable, str(Path(__file__).resolve()), "--child", "original", "--weights", str(root),
+                "--layout", args.layout, "--ref", str(ref), "--poses", str(poses), *size, "--threads", str(args.threads),
                 "--out", str(args.weights / "original.mp4")]
     env_threads = f"OMP_NUM_THREADS={args.threads}"
     print(f"job: full-size architecture, fp32 on the CPU ({env_threads}), {args.width}x{args.height}x{args.frames}, "
-          f"one window, {args.steps} steps, decode of every frame, mp4 written", flush=True)
+          f"one window, {args.steps} steps, decode of every frame, mp4 written; {args.layout} layout, "
+          f"{'page cache kept' if args.keep_cache else 'weights read from disk'}", flush=True)
     results = {}
     for name, command in (("original", original), ("ours", ours)):
+        if not args.keep_cache:
+            drop_from_page_cache(weight_files(root))
         wall, rss, text = timed(command)
         results[name] = (wall, rss)
         memory = next((line for line in text.splitlines() if line.startswith("memory: ")), "")
