@@ -48,6 +48,15 @@ FILES = {"denoising_unet": ("official_files", "denoising_unet.pth"),
          "vae": ("other_files", "sd-vae-ft-mse/diffusion_pytorch_model.bin")}
 CONFIGS = {"unet_config.json": "sd_image_variations_unet_config", "image_encoder_config.json": "clip_image_encoder",
            "vae_config.json": "vae"}
+#: The SD base UNet's weights in the official layout: the engine reads only the config beside them; the
+#: original reads them twice.
+BASE_UNET_FILE = "sd-image-variations-diffusers/unet/diffusion_pytorch_model.bin"
+
+
+def official_file(root: Path, name: str) -> Path:
+    """Where the official download keeps a component's file (``FILES``: the key file's group and path)."""
+    group, file = FILES[name]
+    return root / ("MusePose" if group == "official_files" else "") / file
 
 
 def _keys_and_shapes(layout: dict, group: str, file: str) -> list[tuple[str, list[int]]]:
@@ -119,13 +128,14 @@ def prepare_official(compact: Path) -> Path:
     done = root / "complete"
     if done.exists():
         return root
-    musepose, base = root / "MusePose", root / "sd-image-variations-diffusers" / "unet"
-    for folder in (musepose, base, root / "image_encoder", root / "sd-vae-ft-mse"):
-        folder.mkdir(parents=True, exist_ok=True)
 
     def tensors(name: str) -> dict[str, torch.Tensor]:
         with safe_open(str(compact / f"{name}.safetensors"), framework="pt") as handle:
             return {key: handle.get_tensor(key) for key in handle.keys()}
+
+    def save(state: dict[str, torch.Tensor], target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, target)
 
     denoising, reference, pose = tensors("denoising_unet"), tensors("reference_unet"), tensors("pose_guider")
     separate = {k: v.clone() for k, v in reference.items() if k.startswith("up_blocks.3.")}
@@ -142,17 +152,17 @@ def prepare_official(compact: Path) -> Path:
             offset += tensor.numel()
     views["reference_unet"].update(separate)
     for name, state in views.items():
-        torch.save(state, musepose / f"{name}.pth")  # each file serialises the whole shared buffer
+        save(state, official_file(root, name))  # each file serialises the whole shared buffer
     del flat, views, separate, reference, pose
-    torch.save(tensors("motion_module"), musepose / "motion_module.pth")
-    torch.save({k: v.float() for k, v in denoising.items()}, base / "diffusion_pytorch_model.bin")
+    save(tensors("motion_module"), official_file(root, "motion_module"))
+    save({k: v.float() for k, v in denoising.items()}, root / BASE_UNET_FILE)
     del denoising
-    torch.save({k: v.float() for k, v in tensors("image_encoder").items()}, root / "image_encoder" / "pytorch_model.bin")
-    torch.save({k: v.float() for k, v in tensors("vae").items()}, root / "sd-vae-ft-mse" / "diffusion_pytorch_model.bin")
-    for source, target in (("unet_config.json", base / "config.json"),
-                           ("image_encoder_config.json", root / "image_encoder" / "config.json"),
-                           ("vae_config.json", root / "sd-vae-ft-mse" / "config.json")):
-        shutil.copyfile(compact / source, target)
+    for name in ("image_encoder", "vae"):
+        save({k: v.float() for k, v in tensors(name).items()}, official_file(root, name))
+    for source, weights in (("unet_config.json", root / BASE_UNET_FILE),
+                            ("image_encoder_config.json", official_file(root, "image_encoder")),
+                            ("vae_config.json", official_file(root, "vae"))):
+        shutil.copyfile(compact / source, weights.parent / "config.json")
     done.write_text("")
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     print(f"wrote {root} ({size / 1e9:.1f} GB)", flush=True)
@@ -197,7 +207,7 @@ def load_like_original(root: Path):
     from musepose.weights.loader import build_models
 
     paths = WeightPaths.from_root(root)
-    base_file = root / "sd-image-variations-diffusers" / "unet" / "diffusion_pytorch_model.bin"
+    base_file = root / BASE_UNET_FILE
 
     def read(path: Path) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
