@@ -28,6 +28,21 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory, whatever form it takes.
+
+    ``torch.OutOfMemoryError`` is what the CUDA caching allocator raises; allocations it does not make
+    (ComfyUI's dynamic VRAM pager, some kernels' workspaces) fail with a generic ``torch.AcceleratorError``
+    whose message says so (ComfyUI PR #12835 handles it the same way). Everything that steps down to a
+    leaner configuration on out-of-memory asks this, so both forms step down.
+    """
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    return (accelerator_error is not None and isinstance(exc, accelerator_error)
+            and "out of memory" in str(exc).lower())
+
+
 def peak_memory_report(device: torch.device) -> str:
     """Peak memory of this process: CUDA allocator peaks on a GPU, peak resident set size on the CPU."""
     if device.type == "cuda":

@@ -113,7 +113,30 @@ def test_pinned_level_and_cfg_mode_are_kept():
     assert all(c.level == "model" and c.offload_models and c.cfg_mode == "batched" for c in chain)
 
 
-def test_out_of_memory_steps_down_and_says_so(tiny_models, vector_a_inputs, exact, monkeypatch):
+def _accelerator_error(message: str) -> BaseException:
+    """A ``torch.AcceleratorError`` as the CUDA runtime raises it (no public constructor: made like torch's own)."""
+    error = torch.AcceleratorError.__new__(torch.AcceleratorError)
+    Exception.__init__(error, message)
+    return error
+
+
+OUT_OF_MEMORY_FORMS = {
+    "OutOfMemoryError": lambda: torch.OutOfMemoryError("CUDA out of memory (simulated)"),
+    # what ComfyUI's dynamic VRAM pager (or a kernel's own allocation) raises instead (ComfyUI PR #12835)
+    "AcceleratorError": lambda: _accelerator_error("CUDA error: out of memory (simulated)"),
+}
+
+
+def test_is_out_of_memory_knows_both_forms_and_nothing_else():
+    from musepose.device import is_out_of_memory
+
+    assert all(is_out_of_memory(make()) for make in OUT_OF_MEMORY_FORMS.values())
+    assert not is_out_of_memory(_accelerator_error("CUDA error: an illegal memory access was encountered"))
+    assert not is_out_of_memory(RuntimeError("out of memory"))  # a plain RuntimeError is not the device's
+
+
+@pytest.mark.parametrize("form", sorted(OUT_OF_MEMORY_FORMS))
+def test_out_of_memory_steps_down_and_says_so(tiny_models, vector_a_inputs, exact, monkeypatch, form):
     from musepose.pipeline import MemorySettings, MusePosePipeline
 
     pipe = MusePosePipeline(tiny_models)
@@ -123,7 +146,7 @@ def test_out_of_memory_steps_down_and_says_so(tiny_models, vector_a_inputs, exac
     def failing_once(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise OUT_OF_MEMORY_FORMS[form]()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipe, "_unet", failing_once)
@@ -148,6 +171,20 @@ def test_out_of_memory_in_the_leanest_configuration_is_raised(tiny_models, vecto
     with pytest.raises(torch.OutOfMemoryError):
         pipe.sample(*vector_a_inputs, vector_a_settings(steps=1), MemorySettings(budget_bytes=10 ** 12))
     assert len(pipe.stats.memory) >= 2  # it tried the fallbacks first
+
+
+def test_other_device_errors_do_not_step_down(tiny_models, vector_a_inputs, monkeypatch):
+    from musepose.pipeline import MemorySettings, MusePosePipeline
+
+    pipe = MusePosePipeline(tiny_models)
+
+    def failing(*args, **kwargs):
+        raise _accelerator_error("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(pipe, "_unet", failing)
+    with pytest.raises(torch.AcceleratorError, match="illegal memory access"):
+        pipe.sample(*vector_a_inputs, vector_a_settings(steps=1), MemorySettings(budget_bytes=10 ** 12))
+    assert len(pipe.stats.memory) == 1  # raised at once, no fallback tried
 
 
 def test_decode_chunk_follows_the_free_memory():

@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from ..device import is_out_of_memory
 from .placement import EnginePlacement
 
 #: The networks a replica holds (the others run once per video, on the first device).
@@ -115,8 +116,8 @@ class Runner:
             try:
                 pred = self.session.run(latents, batch_index, batch_windows, t, scheduler, context, guided)
                 return pred.to(to_device)
-            except torch.OutOfMemoryError:
-                if len(self.configs) < 2:
+            except Exception as exc:
+                if not is_out_of_memory(exc) or len(self.configs) < 2:
                     raise
                 self.configs.pop(0)
                 self.say(f"memory{self.label}: out of memory; stepping down to " + self.config.describe())
