@@ -279,14 +279,41 @@ def convert_for_streaming(module: nn.Module) -> int:
 # placement on ComfyUI's model management
 
 def patcher_class():
-    """The ModelPatcher class to construct: ``CoreModelPatcher`` where the host has it, else ``ModelPatcher``.
+    """The ModelPatcher class the pack's networks (and its Free watch) are held by: always the plain,
+    non-dynamic ``ModelPatcher``.
 
-    Newer ComfyUI (dynamic VRAM) swaps ``comfy.model_patcher.CoreModelPatcher`` for its own pager at start
-    and leaves plain ``ModelPatcher`` users on the old path; 0.8.0 has only ``ModelPatcher``.
+    Newer ComfyUI (0.19+, dynamic VRAM on NVIDIA) swaps ``comfy.model_patcher.CoreModelPatcher`` for
+    ``ModelPatcherDynamic`` at start, which pages every converted layer on demand: whole-model offload,
+    the lowvram weight budget and ``force_full_load`` would then stop meaning what the engine's planner
+    assumes, a weightless model would get a zero-size dynamic buffer, and torch.compile would graph-break
+    on the weight casts. With the plain class the pack keeps its own measured levers (the planner stays
+    within a few % of the meter) and ComfyUI still evicts its dynamic models when ours need the room
+    (``free_memory`` unloads dynamic models for non-dynamic loads). docs/PERFORMANCE.md says what was
+    measured under dynamic VRAM.
     """
     import comfy.model_patcher as model_patcher  # type: ignore[import-not-found]
 
-    return getattr(model_patcher, "CoreModelPatcher", None) or model_patcher.ModelPatcher
+    return model_patcher.ModelPatcher
+
+
+def dynamic_vram() -> bool:
+    """Whether the host pages models through dynamic VRAM (comfy-aimdo started: ComfyUI 0.19+ on NVIDIA)."""
+    if not HAS_COMFY:
+        return False
+    try:
+        import comfy.memory_management as memory_management  # type: ignore[import-not-found]
+    except ImportError:  # 0.8.0: no dynamic VRAM
+        return False
+    return bool(getattr(memory_management, "aimdo_enabled", False))
+
+
+def memory_host_note() -> str | None:
+    """What the Sampler says about the host's memory manager when it matters (dynamic VRAM on), else None."""
+    if not dynamic_vram():
+        return None
+    return ("memory: ComfyUI's dynamic VRAM is on; MusePose loads its networks with a non-dynamic patcher and "
+            "keeps its own memory policy (the levels and the plan above), counting what ComfyUI can page out "
+            "as free")
 
 
 def _on_detach_key() -> str:
@@ -383,10 +410,18 @@ class ComfyPlacement:
         return self._patchers[id(module)]
 
     def free_memory(self) -> int:
+        """What the engine may plan with: free device memory, plus what ComfyUI would unload for our loads
+        (its other models on the device; under dynamic VRAM, what its pager can hand back, counted by the
+        patcher's own ``get_free_memory``, 0.19+), less ComfyUI's reserve."""
         ours = set(self._patchers.values())
+        first = next(iter(self._patchers.values()), None)
+        host_free = getattr(first, "get_free_memory", None)  # 0.19+: counts the dynamic pager's memory
+        free = int(host_free(self.device) if host_free is not None else _mm.get_free_memory(self.device))
+        # Dynamic models' weights are in the pager's figure already: count the other models only once.
         others = sum(int(m.loaded_size()) for m in _mm.loaded_models() if m not in ours
-                     and getattr(m, "load_device", None) == self.device)
-        return max(0, int(_mm.get_free_memory(self.device)) + others - int(_mm.extra_reserved_memory()))
+                     and getattr(m, "load_device", None) == self.device
+                     and not (host_free is not None and _is_dynamic(m)))
+        return max(0, free + others - int(_mm.extra_reserved_memory()))
 
     @contextlib.contextmanager
     def use(self, *modules: nn.Module, memory_required: int = 0, weight_budget: int | None = None) -> Iterator[None]:
@@ -419,6 +454,11 @@ class ComfyPlacement:
             holder = getattr(patcher, "model", None)
             if isinstance(holder, HeldModel):
                 holder.inner = None
+
+
+def _is_dynamic(patcher) -> bool:
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    return bool(is_dynamic()) if callable(is_dynamic) else False
 
 
 def _placement_detached(placement_ref, patcher, unpatch_all: bool) -> None:
@@ -701,6 +741,22 @@ def node_run(node_id: str | None = None) -> Iterator[NodeMessages]:
             _runs.remove(run)
 
 
+#: Key of the node UI output that carries a run's messages; web/musepose_messages.js shows it in a read-only
+#: text box under the node. Progress text alone is not enough: frontend 1.58 clears it when the job ends.
+MESSAGES_UI_KEY = "musepose_messages"
+
+
+def with_messages(result, messages: NodeMessages):
+    """A node's return value with the run's message lines added as a UI output. Unchanged when it said
+    nothing, or when no ComfyUI prompt runs it (no node to show them on: tests, in-process use)."""
+    if not messages.lines or messages.node_id is None:
+        return result
+    ui = {MESSAGES_UI_KEY: ["\n".join(messages.lines)]}
+    if isinstance(result, dict):
+        return {**result, "ui": {**result.get("ui", {}), **ui}}
+    return {"ui": ui, "result": tuple(result)}
+
+
 def pack_node(cls: type) -> type:
     """Make ``cls``'s node function run as a pack node: messages on the node, ComfyUI's Free watched."""
     name = cls.FUNCTION
@@ -712,12 +768,12 @@ def pack_node(cls: type) -> type:
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        with node_run():
+        with node_run() as messages:
             try:
                 watch_free()
             except Exception as exc:  # a nicety: never fail the node over it
                 logger.debug("MusePose: could not register with ComfyUI's Free: %s", exc)
-            return method(self, *args, **kwargs)
+            return with_messages(method(self, *args, **kwargs), messages)
 
     run._musepose_pack_node = True
     setattr(cls, name, run)

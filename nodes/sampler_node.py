@@ -186,6 +186,6 @@ class MusePoseSampler:
                                       replicas=musepose.replicas())
         seconds = time.perf_counter() - started
         per_step = sum(pipeline.stats.seconds_per_step) / max(1, len(pipeline.stats.seconds_per_step))
-        host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} steps in "
+        host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} step{'s' if settings.steps != 1 else ''} in "
                  f"{seconds:.1f} s ({per_step:.2f} s per step, {len(settings.windows())} window(s) per step)")
         return ({"samples": engine_to_latent(latents)},)

@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the bundled data and one vector-A run reused by several tests."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,27 @@ FIXTURES = REPO / "tests" / "fixtures"
 TINY = FIXTURES / "musepose-tiny"
 WEIGHTS = TINY / "pretrained_weights"
 VECTOR_A = TINY / "vector_a"
+
+
+def pytest_runtest_setup(item):
+    """Real-host tests (tests/test_comfy_*.py) need a ComfyUI: skipped without one on a contributor's machine,
+    a failure on CI (CI=true), where .ci/run builds both vendored versions, so a missing host never passes."""
+    if item.path.name.startswith("test_comfy_") and not os.environ.get("COMFYUI_PATH"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("real-host test without a ComfyUI: COMFYUI_PATH is not set (.ci/run sets it)", pytrace=False)
+        pytest.skip("COMFYUI_PATH not set (real-ComfyUI tests; see README: bash .ci/run-real-host)")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real ComfyUI server for every real-host test of the session (tests/comfy_support.py)."""
+    from comfy_support import start_server
+
+    srv = start_server(tmp_path_factory.mktemp("comfy_run"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

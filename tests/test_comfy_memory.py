@@ -9,11 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
-from test_comfy_server import COMFYUI, server, tiny_workflow  # noqa: F401  (server: fixture)
-
-pytestmark = pytest.mark.skipif(not COMFYUI, reason="COMFYUI_PATH not set (real-ComfyUI tests)")
+from comfy_support import tiny_workflow
 
 LOADS = "MusePose: loading weights from disk"
 REUSES = "MusePose: reusing the cached model set"

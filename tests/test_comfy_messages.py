@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from test_comfy_server import COMFYUI, run_watching, server, tiny_workflow  # noqa: F401  (server: fixture)
-
-pytestmark = pytest.mark.skipif(not COMFYUI, reason="COMFYUI_PATH not set (real-ComfyUI tests)")
+from comfy_support import run_watching, tiny_workflow
 
 
 def _node_texts(result: dict, node_id: str) -> list[str]:

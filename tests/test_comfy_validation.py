@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_comfy_server import COMFYUI, server, tiny_workflow  # noqa: F401  (server: fixture)
-
-pytestmark = pytest.mark.skipif(not COMFYUI, reason="COMFYUI_PATH not set (real-ComfyUI tests)")
+from comfy_support import tiny_workflow
 
 
 def _refused(server, graph) -> str:

@@ -66,7 +66,9 @@ def test_every_registered_node_is_wrapped_and_reports_to_its_node(pack, shown, m
             return (x,)
 
     host.pack_node(host.pack_node(Dummy))  # twice: wrapped once
-    assert Dummy().go(5) == (5,) and shown == [("12:3", "Said 5")]
+    # under a prompt the lines also come back as a UI output, which the frontend keeps after the run
+    assert Dummy().go(5) == {"ui": {host.MESSAGES_UI_KEY: ["Said 5"]}, "result": (5,)}
+    assert shown == [("12:3", "Said 5")]
     assert Dummy.go.__wrapped__.__name__ == "go"
 
 
@@ -95,7 +97,7 @@ def test_sampler_says_each_size_fact_once(pack, shown, tmp_path, monkeypatch):
     assert lines[2].startswith("Pose frames are 96x96; resizing them to 96x128 with stretch")
     # then what the memory policy picked, and the run's summary
     assert lines[3].startswith("memory: offload ") and "predicted peak" in lines[3]
-    assert lines[4].startswith("8 frames at 96x128, 1 steps in ")
+    assert lines[4].startswith("8 frames at 96x128, 1 step in ")
 
 
 def test_aspect_note_grammar(pack):
@@ -159,20 +161,47 @@ def fake_comfy(pack, monkeypatch):
     return types.SimpleNamespace(host=host, loads=loads, patcher_module=patcher_module)
 
 
-def test_core_model_patcher_is_constructed_when_the_host_has_it(fake_comfy):
+def test_plain_model_patcher_even_where_the_host_pages_dynamically(fake_comfy):
+    """ComfyUI 0.19+ with dynamic VRAM swaps CoreModelPatcher for its pager (_Core here): the pack's networks
+    and its Free watch stay on the plain ModelPatcher, so its levels keep their meaning."""
     host = fake_comfy.host
     unet, vae = nn.Linear(2, 2), nn.Linear(2, 2)
     placement = host.ComfyPlacement({"denoising_unet": unet, "vae": vae}, torch.float32)
-    assert type(placement.patcher(unet)) is _Core and type(placement.patcher(vae)) is _Core
+    assert type(placement.patcher(unet)) is _Patcher and type(placement.patcher(vae)) is _Patcher
     with placement.use(unet):
         pass
     models, options = fake_comfy.loads[-1]
-    assert models[0] is placement.patcher(unet) and type(models[1]) is _Core  # + the Free watch
+    assert models[0] is placement.patcher(unet) and type(models[1]) is _Patcher  # + the Free watch
     assert isinstance(models[1].model, host.MusePoseFreeWatch) and options["force_full_load"] is True
 
     del fake_comfy.patcher_module.CoreModelPatcher  # ComfyUI 0.8.0
     assert host.patcher_class() is _Patcher
-    assert type(host.ComfyPlacement({"vae": vae}, torch.float32).patcher(vae)) is _Patcher
+
+
+def test_free_memory_counts_what_the_dynamic_pager_can_hand_back(fake_comfy, monkeypatch):
+    """0.19+: the patcher's get_free_memory (torch's free + what comfy-aimdo can page out) is the free figure;
+    other models count on top, except dynamic ones (already in the pager's figure)."""
+    host = fake_comfy.host
+
+    class Other(_Patcher):
+        def __init__(self, size, dynamic):
+            super().__init__(None, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+            self.size, self.dynamic = size, dynamic
+
+        def loaded_size(self):
+            return self.size
+
+        def is_dynamic(self):
+            return self.dynamic
+
+    others = [Other(100, dynamic=False), Other(1000, dynamic=True)]
+    monkeypatch.setattr(fake_comfy.host._mm, "loaded_models", lambda: others, raising=False)
+    monkeypatch.setattr(fake_comfy.host._mm, "get_free_memory", lambda device=None: 5000, raising=False)
+    monkeypatch.setattr(fake_comfy.host._mm, "extra_reserved_memory", lambda: 10, raising=False)
+    placement = host.ComfyPlacement({"vae": nn.Linear(2, 2)}, torch.float32)
+    assert placement.free_memory() == 5000 + 100 + 1000 - 10  # 0.8.0: no pager, every other model counts
+    monkeypatch.setattr(_Patcher, "get_free_memory", lambda self, device: 5000 + 1000, raising=False)
+    assert placement.free_memory() == 5000 + 1000 + 100 - 10  # the dynamic model's 1000 counted once
 
 
 def test_unloads_by_us_and_by_comfyui_are_told_apart(fake_comfy):
@@ -214,3 +243,24 @@ def test_host_uses_no_private_loaded_model_list():
     assert re.search(r"_mm\.\w+", source)  # (the check reads the right file)
     for call in set(re.findall(r"_mm\.(\w+)", source)):
         assert not call.startswith("_"), call
+
+
+def test_messages_become_a_ui_output_only_under_a_comfyui_prompt(pack):
+    """The lines a node run said travel as a UI output (the frontend keeps it after the run; progress text is
+    cleared by frontend 1.58), merged with the node's own UI output; outside a prompt the result is as is."""
+    host = pack.nodes.host
+    with host.node_run("7") as messages:
+        messages.add("memory: offload none", verbatim=True)
+        messages.add("MusePose Sampler: the reference image is stretched")
+    assert host.with_messages(("latent",), messages) == {
+        "ui": {host.MESSAGES_UI_KEY: ["memory: offload none\nThe reference image is stretched"]},
+        "result": ("latent",)}
+    own = {"ui": {"images": [1]}, "result": ("video",)}
+    assert host.with_messages(own, messages)["ui"] == {"images": [1], host.MESSAGES_UI_KEY: [messages.lines[0] + "\n"
+                                                                                             + messages.lines[1]]}
+    with host.node_run(None) as outside:
+        outside.add("said outside a prompt")
+    assert host.with_messages(("latent",), outside) == ("latent",)
+    with host.node_run("7") as quiet:
+        pass
+    assert host.with_messages(("latent",), quiet) == ("latent",)
