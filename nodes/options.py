@@ -8,8 +8,9 @@ MODEL_TYPE = "MUSEPOSE"
 AUTO = "auto"
 
 # Size limits. MusePose was trained at 512-768 pixels a side; the motion module's positional encoding
-# covers 128 frames, the most one context window can hold. Widgets stop at these maxima, and the Sampler
-# refuses anything beyond them at queue time (its VALIDATE_INPUTS) with a message saying why.
+# covers 128 frames, the most one context window can hold. Widgets stop at these maxima; at queue time
+# ComfyUI refuses sizes beyond them and the Sampler's VALIDATE_INPUTS the window inputs, and the Sampler
+# checks everything again, with a message saying why, when it runs.
 #: Largest width/height the nodes accept (pixels; several times MusePose's training size).
 MAX_RESOLUTION = 2048
 #: Smallest width/height.

@@ -139,9 +139,15 @@ class MusePoseSampler:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width=None, height=None, context_frames=None, context_overlap=None):
-        """Queue-time checks of what the widgets alone decide (linked inputs arrive as None)."""
-        problems = sampler_input_problems(width, height, context_frames, context_overlap)
+    def VALIDATE_INPUTS(cls, context_frames=None, context_overlap=None):
+        """Queue-time check of the window inputs together (linked inputs arrive as None).
+
+        ComfyUI (V1) pins one returned message on every argument this method takes, so it takes only the two
+        inputs whose combination it judges: a bad overlap is blamed on context_frames and context_overlap,
+        never on width or height. Width and height keep ComfyUI's own min/max check at queue time (their
+        widgets' limits) and get ours, with the reason, when the node runs (a linked size is known only then).
+        """
+        problems = sampler_input_problems(context_frames=context_frames, context_overlap=context_overlap)
         return " ".join(problems) if problems else True
 
     def sample(self, musepose, reference_image, pose_images, width=512, height=768, seed=0, steps=20, cfg=3.5,

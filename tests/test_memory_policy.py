@@ -274,3 +274,22 @@ def test_bf16_chunked_matches_plain_bf16(vector_a_inputs):
                           _config(cfg_mode="sequential", chunk_bytes=CHUNK // 2, pose_cache=False))
     assert torch.isfinite(chunked).all()
     assert max_abs(chunked, plain) <= 0.1 * float(plain.abs().max())
+
+
+def test_chunked_motion_module_follows_a_norm_left_on_the_offload_device(tiny_models):
+    """ComfyUI's partial loading (lowvram) leaves a streamed layer's weights on the offload device and casts
+    them only in that layer's own forward; the chunked temporal pass reads the GroupNorm's weights itself, so
+    it must bring them over (a GPU run at 6 GB failed with "cuda:0 and cpu" before). "meta" stands in for the
+    GPU: everything there except the norm."""
+    import copy
+
+    module = copy.deepcopy(next(m for m in tiny_models.denoising_unet.modules() if hasattr(m, "temporal")))
+    norm = module.norm
+    module.to("meta")
+    norm.weight = torch.nn.Parameter(torch.ones(norm.weight.shape), requires_grad=False)  # offloaded
+    norm.bias = torch.nn.Parameter(torch.zeros(norm.bias.shape), requires_grad=False)
+    frames, channels = 4, norm.num_channels
+    hidden = torch.zeros(frames, channels, 6, 6, device="meta")
+    with torch.no_grad():
+        out = module.temporal(hidden, num_frames=frames, positions=12)
+    assert out.device.type == "meta" and out.shape == hidden.shape

@@ -1,6 +1,8 @@
 """Node definitions and the small helpers behind the nodes (no weights needed)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -153,28 +155,37 @@ def test_model_cache_capacity_and_eviction(pack):
     assert closed == [1] and len(cache) == 1 and cache.loads == 2
 
 
-def test_sampler_validate_inputs_refuses_what_widgets_alone_decide(pack):
+def test_sampler_validate_inputs_judges_the_window_inputs_only(pack):
+    """ComfyUI pins VALIDATE_INPUTS' message on every argument it takes: it takes context_frames and
+    context_overlap only, so a bad overlap is never blamed on width/height (their min/max stay ComfyUI's)."""
+    import inspect
+
     sampler = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]
-    options = pack.nodes.options
-    ok = dict(width=512, height=768, context_frames=48, context_overlap=4)
+    assert list(inspect.signature(sampler.VALIDATE_INPUTS).parameters) == ["context_frames", "context_overlap"]
+    ok = dict(context_frames=48, context_overlap=4)
     assert sampler.VALIDATE_INPUTS(**ok) is True
-    assert sampler.VALIDATE_INPUTS(width=None, height=None, context_frames=None, context_overlap=None) is True  # linked
-    assert sampler.VALIDATE_INPUTS(**{**ok, "width": options.MAX_RESOLUTION, "height": options.MIN_RESOLUTION}) is True
-    assert sampler.VALIDATE_INPUTS(**{**ok, "context_frames": 128, "context_overlap": 127}) is True
+    assert sampler.VALIDATE_INPUTS(context_frames=None, context_overlap=None) is True  # linked
+    assert sampler.VALIDATE_INPUTS(context_frames=128, context_overlap=127) is True
     for change, expected in (
             (dict(context_overlap=48), "context_overlap (48) must be smaller than context_frames (48)"),
             (dict(context_frames=8, context_overlap=9), "context_overlap (9) must be smaller than context_frames (8)"),
             (dict(context_overlap=-1), "cannot be negative"),
-            (dict(width=2056), "width 2056 is more than MusePose Express supports: at most 2048 pixels a side"),
-            (dict(height=8192), "height 8192 is more than"),
-            (dict(width=56), "width 56 is less than the smallest size, 64 pixels"),
             (dict(context_frames=129), "at most 128 frames per window"),
             (dict(context_frames=0, context_overlap=None), "context_frames must be at least 1")):
         result = sampler.VALIDATE_INPUTS(**{**ok, **change})
         assert isinstance(result, str) and expected in result, (change, result)
-    # the same checks when the node runs (a linked width is only known then), before any work
-    with pytest.raises(ValueError, match="at most 2048 pixels a side"):
-        sampler().sample(None, None, None, width=4096, height=512)
+
+
+def test_sampler_checks_every_input_when_it_runs(pack):
+    """A linked width is only known when the node runs: the same checks, with the reason, before any work."""
+    sampler = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]
+    for change, expected in ((dict(width=4096), "width 4096 is more than MusePose Express supports: at most 2048 "
+                                                "pixels a side"),
+                             (dict(height=8192), "height 8192 is more than"),
+                             (dict(width=56), "width 56 is less than the smallest size, 64 pixels"),
+                             (dict(context_frames=8, context_overlap=8), "must be smaller than context_frames (8)")):
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            sampler().sample(None, None, None, **{"width": 512, "height": 512, **change})
 
 
 def test_size_limits_and_widget_ranges(pack):

@@ -92,8 +92,10 @@ class PerFrameNormTemporalTransformer(AnimateDiffTransformer3D):
             var, mu = torch.var_mean(grouped[f:f + step].float(), dim=-1, unbiased=False, keepdim=True)
             mean[f:f + step], rstd[f:f + step] = mu, torch.rsqrt(var + self.norm.eps)
         mean, rstd = mean.view(batch, num_frames, groups, 1, 1), rstd.view(batch, num_frames, groups, 1, 1)
-        weight = self.norm.weight.float().view(1, 1, groups, channels // groups, 1)
-        bias = self.norm.bias.float().view(1, 1, groups, channels // groups, 1)
+        # Read here rather than through the norm's forward, so they are brought to the input's device here too:
+        # under ComfyUI's partial loading a streamed norm keeps its weights on the offload device.
+        weight = self.norm.weight.to(hidden_states.device, torch.float32).view(1, 1, groups, channels // groups, 1)
+        bias = self.norm.bias.to(hidden_states.device, torch.float32).view(1, 1, groups, channels // groups, 1)
         clip = hidden_states.view(batch, num_frames, groups, channels // groups, height * width)
         for start in range(0, height * width, positions):
             part = clip[..., start:start + positions]
