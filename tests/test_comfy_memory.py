@@ -1,5 +1,5 @@
-"""The model cache follows ComfyUI's memory management, in the real ComfyUI 0.8.0 (skipped unless
-COMFYUI_PATH is set; a fresh server for this file, helpers from tests/test_comfy_server.py).
+"""The model cache follows ComfyUI's memory management, in the real ComfyUI (0.8.0 and 0.19.3 in CI; the
+session's server and helpers: tests/comfy_support.py).
 
 Weight reads are counted from the loader's log line "loading weights from disk" (one per read of the
 whole set); "reusing the cached model set" is the cache answering without reading.

@@ -1,6 +1,6 @@
-"""Messages the user must know, shown on the node in the real ComfyUI 0.8.0 (skipped unless COMFYUI_PATH is set).
+"""Messages the user must know, shown on the node in the real ComfyUI (0.8.0 and 0.19.3 in CI).
 
-The server and its helpers are those of tests/test_comfy_server.py (a fresh server for this file). What
+The server and its helpers: tests/comfy_support.py (one server per session). What
 the frontend receives is watched on the websocket: ComfyUI's ``progress_text`` binary event (type 3:
 node id + text); the frontend shows the latest text under that node, so every send must carry all of
 the run's lines.
@@ -48,6 +48,10 @@ def test_sampler_warnings_are_shown_on_the_node_once(server):
     ])
     assert len(lines) == 5 and len(texts) == 5, texts  # one send per new line, nothing else said
     assert "the pose frames is" not in "\n".join(lines)
+    # the same lines come back as the node's UI output, which the frontend keeps after the run (1.58 clears
+    # progress text when the job ends)
+    executed = [e["data"]["output"] for e in result["events"] if e["type"] == "executed" and e["data"]["node"] == "5"]
+    assert executed and executed[-1]["musepose_messages"] == ["\n".join(lines)], executed
     log = server.log_text()
     assert "not multiples of 8" in log and "reference image is 96x96" in log  # the console still has them
     assert log.count("the reference image is 96x96 but the output is 96x128") == 1

@@ -39,9 +39,15 @@ def test_registry_urls_use_the_keys_the_registry_reads():
     assert "Bug Tracker" not in urls
 
 
-def test_requires_comfyui_is_the_first_release_with_the_core_video_nodes():
+def test_requires_comfyui_is_the_oldest_version_ci_tests():
+    """requires-comfyui names the oldest ComfyUI whose real-host tests CI runs (.ci/comfyui-hosts), and
+    requires-python is what ComfyUI requires."""
     comfy = PYPROJECT["tool"]["comfy"]
-    assert comfy["requires-comfyui"] == ">=0.3.31"
+    hosts = (REPO / ".ci" / "comfyui-hosts").read_text()
+    tested = re.search(r"^versions=\((.*)\)$", hosts, re.M).group(1).split()
+    oldest = min(tested, key=lambda v: tuple(int(n) for n in v.split(".")))
+    assert comfy["requires-comfyui"] == f">={oldest}" == ">=0.8.0"
+    assert PYPROJECT["project"]["requires-python"] == ">=3.10"
     assert all(REGISTRY_VERSION.match(part.strip()) for part in comfy["requires-comfyui"].split(","))
 
 
