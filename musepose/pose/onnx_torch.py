@@ -118,6 +118,9 @@ class TorchOnnxSession:
     (with its attributes) is implemented, and every tensor a node reads is defined before it.
     """
 
+    #: ``run`` takes a ``check_interrupt`` callback (the extractor's cancel check; no helper thread needed).
+    checks_interrupt = True
+
     def __init__(self, path: str | os.PathLike, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32):
         from onnx import numpy_helper
