@@ -315,7 +315,7 @@ def _signature_problem(session, role: str) -> str | None:
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
         return "one input of shape [N, 3, H, W]"
     ranks = [len(o.shape) for o in outputs]
-    if role == "detector" and (not outputs or ranks[0] != 3):
+    if role == "detector" and (not outputs or ranks[0] != 3 or outputs[0].shape[-1] not in (85, "85")):
         return "an output of shape [1, anchors, 85]"
     names = {o.name for o in outputs}
     if role == "pose" and not ({"simcc_x", "simcc_y"} <= names or ranks == [3, 3]):
