@@ -141,11 +141,27 @@ def test_cpu_fallback_said_once_per_process(monkeypatch, caplog):
 
 def test_cuda_build_that_cannot_start_cuda_is_said_once(monkeypatch, caplog):
     install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER], session_starts_cuda=False)
-    with caplog.at_level(logging.WARNING):
-        DWPoseExtractor(paths(), cache=None, device="cuda")   # two sessions, one message
-        DWPoseExtractor(paths(), cache=None, device="cuda")
+    with caplog.at_level(logging.WARNING):   # two sessions, one message
+        DWPoseExtractor(paths(), cache=None, device="cuda", backend="onnxruntime")
+        DWPoseExtractor(paths(), cache=None, device="cuda", backend="onnxruntime")
     said = pose_warnings(caplog)
     assert len(said) == 1 and "runs on the CPU" in said[0] and "CUDA version" in said[0]
+
+
+def test_auto_moves_to_torch_when_onnxruntime_gpu_cannot_start_cuda(monkeypatch, caplog):
+    """auto means onnxruntime with a *working* GPU provider: one that does not start gives torch on that GPU
+    (here the torch runtime is redirected to the CPU, which is all this machine has)."""
+    install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER], session_starts_cuda=False)
+    monkeypatch.setattr(models, "_torch_runtime", lambda device: models.PoseRuntime("torch", "cpu"))
+    with caplog.at_level(logging.WARNING):
+        ex = DWPoseExtractor(paths(), cache=None, device="cuda:0")
+        DWPoseExtractor(paths(), cache=None, device="cuda:0")
+    assert ex.runtime.describe() == "torch on cpu" and isinstance(ex.pose._session, TorchOnnxSession)
+    said = pose_warnings(caplog)
+    assert said == ["DWPose runs through torch on cuda:0: the installed onnxruntime-gpu could not start CUDA "
+                    "(usually its CUDA or cuDNN version does not match the installed one)."]
+    install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER], session_starts_cuda=True)  # a working one is kept
+    assert DWPoseExtractor(paths(), cache=None, device="cuda:0").runtime.describe() == "onnxruntime on cuda:0"
 
 
 def test_extractor_cache_keeps_cpu_and_cuda_sessions_apart(monkeypatch):

@@ -25,7 +25,7 @@ from benchmarks.dwpose_graphs import build
 from musepose.pose import models
 from musepose.pose.extract import DWPoseExtractor
 from musepose.pose.models import CPU_PROVIDER, CUDA_PROVIDER, DWPoseModelError, DWPoseModelPaths
-from musepose.pose.onnx_torch import OnnxGraphError, TorchOnnxSession
+from musepose.pose.onnx_torch import OnnxGraphError, TorchOnnxSession, operator_inventory
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -165,6 +165,14 @@ def test_operator_forms_match_onnxruntime(case, tmp_path):
     path = tmp_path / f"{case}.onnx"
     path.write_bytes(_graph(nodes, [("x", list(_X.shape))], ["y"], inits, opset))
     assert _compare(path, {"x": _X}) <= 1e-5
+
+
+def test_operator_inventory_lists_ops_and_attribute_values(arch_files):
+    """What ``python -m musepose.pose.onnx_torch FILE`` prints: to check a real file against docs/POSE.md."""
+    inv = operator_inventory(arch_files["detector"])
+    assert set(inv) == DETECTOR_OPS
+    assert inv["MaxPool"]["kernel_shape"] == {"[5, 5]", "[9, 9]", "[13, 13]"}
+    assert inv["Resize"]["mode"] == {"nearest"} and inv["Transpose"]["perm"] == {"[0, 2, 1]"}
 
 
 # --- errors: the file and the problem, before any run --------------------------------------------

@@ -128,10 +128,11 @@ class DWPoseExtractor:
         self.cache = cache
         self.model_calls = 0
         self._watch: _InterruptWatch | None = None
-        self.runtime = runtime or resolve_runtime(backend, device, providers)
+        runtime = runtime or resolve_runtime(backend, device, providers)
+        self.runtime, detector, pose = runtime.open_pair(models.detector, models.pose)
         self.providers = self.runtime.provider_list()
-        self.detector = _CountingSession(self.runtime.open(models.detector), self)
-        self.pose = _CountingSession(self.runtime.open(models.pose), self)
+        self.detector = _CountingSession(detector, self)
+        self.pose = _CountingSession(pose, self)
         check_signature(self.detector, models.detector, "detector")
         check_signature(self.pose, models.pose, "pose")
         # fp16 (torch on a GPU) moves keypoints by a fraction of a pixel: poses are cached per precision

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .log import warn_once_per_process
 
@@ -190,20 +190,25 @@ def provider_names(providers) -> list[str]:
     return [p if isinstance(p, str) else p[0] for p in providers]
 
 
-def open_session(path: str, providers: Sequence | None = None, device=None):
+def cuda_started(session) -> bool:
+    """Whether an onnxruntime session really runs on its CUDA provider."""
+    return CUDA_PROVIDER in (session.get_providers() if hasattr(session, "get_providers") else [])
+
+
+def open_session(path: str, providers: Sequence | None = None, device=None, say_cpu_fallback: bool = True):
     """An onnxruntime InferenceSession for ``path`` on ``providers`` (default: :func:`onnx_providers`).
 
     When CUDA was asked for but the session came up without it (onnxruntime-gpu installed, but its
-    CUDA/cuDNN libraries missing or of another version), that is said once per process.
+    CUDA/cuDNN libraries missing or of another version), that is said once per process, unless
+    ``say_cpu_fallback`` is False (the caller then moves to another backend and says that instead).
     """
     ort = import_onnxruntime()
     providers = list(providers) if providers else onnx_providers(device)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # keep ComfyUI's console free of graph-optimiser chatter
     session = ort.InferenceSession(path, sess_options=opts, providers=providers)
-    if CUDA_PROVIDER in provider_names(providers):
-        active = session.get_providers() if hasattr(session, "get_providers") else []
-        if CUDA_PROVIDER not in active:
+    if CUDA_PROVIDER in provider_names(providers) and say_cpu_fallback:
+        if not cuda_started(session):
             warn_once_per_process(
                 "dwpose-cuda-failed", "DWPose pose extraction runs on the CPU: onnxruntime-gpu is installed but "
                 "could not start CUDA (usually its CUDA or cuDNN version does not match the installed one); "
@@ -246,6 +251,8 @@ class PoseRuntime:
     device: str
     providers: tuple = ()
     dtype: str = "float32"
+    #: ``auto`` chose onnxruntime for a CUDA GPU: torch takes over if its CUDA provider does not start.
+    torch_if_cuda_fails: bool = False
 
     def describe(self) -> str:
         """What the node says, e.g. "torch on cpu", "torch on cuda:0, float16", "onnxruntime on cuda:0"."""
@@ -265,6 +272,24 @@ class PoseRuntime:
         from .onnx_torch import TorchOnnxSession
 
         return TorchOnnxSession(path, self.device, getattr(torch, self.dtype))
+
+    def open_pair(self, detector: str, pose: str) -> tuple["PoseRuntime", Any, Any]:
+        """(the runtime that really runs, detector session, pose session).
+
+        The runtime differs from ``self`` in one case: ``auto`` picked onnxruntime-gpu, but it could not
+        start CUDA (a CUDA/cuDNN version mismatch, the most reported DWPose problem); then torch runs on
+        that GPU instead of onnxruntime on the CPU, and that is said once per process.
+        """
+        if not self.torch_if_cuda_fails:
+            return self, self.open(detector), self.open(pose)
+        det = open_session(detector, self.provider_list(), say_cpu_fallback=False)
+        if cuda_started(det):
+            return self, det, self.open(pose)
+        warn_once_per_process(
+            "dwpose-cuda-to-torch", "DWPose runs through torch on %s: the installed onnxruntime-gpu could not "
+            "start CUDA (usually its CUDA or cuDNN version does not match the installed one).", self.device)
+        fallback = _torch_runtime(self.device)
+        return fallback, fallback.open(detector), fallback.open(pose)
 
 
 def _ort_runtime(providers: Sequence) -> PoseRuntime:
@@ -300,7 +325,7 @@ def resolve_runtime(backend: str = "auto", device=None, providers: Sequence | No
     dev = torch_pose_device(device)
     ort = _onnxruntime_or_none()
     if dev.type == "cuda" and ort is not None and CUDA_PROVIDER in ort.get_available_providers():
-        return _ort_runtime(onnx_providers(dev))
+        return replace(_ort_runtime(onnx_providers(dev)), torch_if_cuda_fails=True)
     if dev.type != "cpu" or ort is None or CPU_PREFERENCE == "torch":
         return _torch_runtime(dev)
     return _ort_runtime([CPU_PROVIDER])

@@ -157,9 +157,6 @@ class TorchOnnxSession:
     def get_outputs(self) -> list[TensorInfo]:
         return list(self._outputs)
 
-    def get_providers(self) -> list[str]:
-        return [f"torch:{self.device}"]
-
     def run(self, output_names: Sequence[str] | None, feeds: dict,
             check_interrupt: Callable[[], None] | None = None) -> list[np.ndarray]:
         """Float32 numpy outputs ``output_names`` (None: all) for ``feeds`` ({input name: float32 array}).
