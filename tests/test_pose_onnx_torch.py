@@ -136,6 +136,8 @@ CASES = {
     "resize_sizes_nearest": ([N("Resize", ["x", "", "", "sz"], ["y"], mode="nearest",
                                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
                              [("sz", _I64(2, 4, 9, 15))], 13),
+    "resize_opset10_nearest": ([N("Resize", ["x", "sc"], ["y"], mode="nearest")],
+                               [("sc", np.array([1, 1, 2, 3], np.float32))], 10),
     "resize_linear_half_pixel": ([N("Resize", ["x", "roi", "sc"], ["y"], mode="linear",
                                     coordinate_transformation_mode="half_pixel")],
                                  [("roi", np.zeros(0, np.float32)), ("sc", np.array([1, 1, 2, 1.5], np.float32))], 11),
@@ -194,6 +196,12 @@ def test_unsupported_attribute_value_named(tmp_path):
                             [("roi", np.zeros(0, np.float32)), ("sc", np.array([1, 1, 2, 2], np.float32))]))
     with pytest.raises(OnnxGraphError, match=r"cubic\.onnx: .*Resize with mode='cubic'"):
         TorchOnnxSession(path)
+    rounded = tmp_path / "rounded.onnx"  # opset 11 nearest without attributes: half_pixel, round_prefer_floor
+    rounded.write_bytes(_graph([N("Resize", ["x", "roi", "sc"], ["y"])], [("x", [1, 1, 4, 4])], ["y"],
+                               [("roi", np.zeros(0, np.float32)), ("sc", np.array([1, 1, 2, 2], np.float32))]))
+    with pytest.raises(OnnxGraphError, match="coordinate_transformation_mode='half_pixel', "
+                                             "nearest_mode='round_prefer_floor'"):
+        TorchOnnxSession(rounded)
 
 
 def test_malformed_and_truncated_files(tmp_path):

@@ -231,7 +231,7 @@ class TorchOnnxSession:
             result = OPS[node.op](self, node, *args)
         except OnnxGraphError:
             raise
-        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
             shapes = [tuple(a.shape) if a is not None else None for a in args]
             raise OnnxGraphError(f"{self.path}: node '{node.name}' ({node.op}) failed on inputs of shapes "
                                  f"{shapes}: {exc}") from exc
@@ -514,7 +514,7 @@ OPS: dict[str, Callable] = {
 _ALLOWED_ATTRS = {
     "Conv": {"auto_pad": {"NOTSET"}},
     "MaxPool": {"auto_pad": {"NOTSET"}, "storage_order": {0}},
-    "Resize": {"mode": {"nearest", "linear"}, "nearest_mode": {"floor"},
+    "Resize": {"mode": {"nearest", "linear"}, "antialias": {0},
                "coordinate_transformation_mode": {"asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners"}},
 }
 
@@ -526,11 +526,22 @@ def unsupported(node: _Node, opset: int) -> str | None:
     for attr, allowed in _ALLOWED_ATTRS.get(node.op, {}).items():
         if attr in node.attrs and node.attrs[attr] not in allowed:
             return f"{node.op} with {attr}={node.attrs[attr]!r}"
+    if node.op == "MaxPool" and len([o for o in node.outputs if o]) > 1:
+        return "MaxPool with an Indices output"
     if node.op == "Resize":
-        mode = node.attrs.get("mode", "nearest")
-        ctm = node.attrs.get("coordinate_transformation_mode", "half_pixel")
-        if (mode == "nearest") != (ctm == "asymmetric"):
-            return f"Resize with mode={mode!r} and coordinate_transformation_mode={ctm!r}"
+        return _resize_problem(node, opset)
+    return None
+
+
+def _resize_problem(node: _Node, opset: int) -> str | None:
+    """Resize runs as torch's interpolate: nearest = asymmetric coordinates with floor (opset 10's only
+    form; from opset 11 it must be spelled out, the defaults are half_pixel and round_prefer_floor), or
+    linear with half-pixel or align-corners coordinates."""
+    mode = node.attrs.get("mode", "nearest")
+    ctm = node.attrs.get("coordinate_transformation_mode", "asymmetric" if opset < 11 else "half_pixel")
+    rounding = node.attrs.get("nearest_mode", "floor" if opset < 11 else "round_prefer_floor")
+    if (mode == "nearest") != (ctm == "asymmetric") or (mode == "nearest" and rounding != "floor"):
+        return f"Resize with mode={mode!r}, coordinate_transformation_mode={ctm!r}, nearest_mode={rounding!r}"
     return None
 
 
