@@ -144,7 +144,7 @@ def import_onnxruntime():
     except ImportError as exc:
         raise OnnxRuntimeMissing(
             f"DWPose pose extraction needs onnxruntime, which is not installed: {INSTALL_HINT}. "
-            "Then restart ComfyUI.") from exc
+            "Then restart ComfyUI. Or set the pose backend to auto or torch, which need no onnxruntime.") from exc
     return ort
 
 
