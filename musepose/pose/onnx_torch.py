@@ -258,12 +258,14 @@ def fuse_silu(nodes: list[_Node], graph_outputs: set[str]) -> list[_Node]:
     """Replace each ``y = Mul(x, Sigmoid(x))`` pair (how exporters write SiLU) by one SiLU node.
 
     Same arithmetic, one pass over the activation instead of two; the sigmoid's output must feed
-    nothing but that Mul.
+    nothing but that Mul. When nothing else reads ``x`` (a convolution's output, as everywhere in
+    DWPose) the SiLU overwrites it in place instead of allocating a new activation.
     """
     readers: dict[str, list[int]] = {}
     for index, node in enumerate(nodes):
         for name in node.inputs:
             readers.setdefault(name, []).append(index)
+    computed = {name for node in nodes for name in node.outputs}
     drop: set[int] = set()
     out = list(nodes)
     for index, node in enumerate(nodes):
@@ -273,9 +275,11 @@ def fuse_silu(nodes: list[_Node], graph_outputs: set[str]) -> list[_Node]:
         if len(users) != 1:
             continue
         mul = nodes[users[0]]
-        if mul.op == "Mul" and sorted(mul.inputs) == sorted([node.inputs[0], node.outputs[0]]):
+        x = node.inputs[0]
+        if mul.op == "Mul" and sorted(mul.inputs) == sorted([x, node.outputs[0]]):
             drop.add(index)
-            out[users[0]] = _Node("SiLU", mul.name, [node.inputs[0]], mul.outputs, {})
+            inplace = x in computed and x not in graph_outputs and sorted(readers[x]) == sorted([index, users[0]])
+            out[users[0]] = _Node("SiLU", mul.name, [x], mul.outputs, {"inplace": inplace})
     return [n for i, n in enumerate(out) if i not in drop]
 
 
@@ -499,7 +503,7 @@ OPS: dict[str, Callable] = {
     "Sqrt": lambda s, n, x: torch.sqrt(x),
     "Exp": lambda s, n, x: torch.exp(x),
     "Sigmoid": lambda s, n, x: torch.sigmoid(x),
-    "SiLU": lambda s, n, x: F.silu(x),
+    "SiLU": lambda s, n, x: F.silu(x, inplace=n.attrs["inplace"]),
     "Relu": lambda s, n, x: F.relu(x),
     "HardSigmoid": lambda s, n, x: torch.clamp(x * n.attrs.get("alpha", 0.2) + n.attrs.get("beta", 0.5), 0, 1),
     "Clip": op_clip,
