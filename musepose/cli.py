@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--driving-video", help="a dance video: DWPose extraction + alignment + drawing first")
     gen.add_argument("--dwpose-dir", default=None, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
                      "(needed with --driving-video)")
+    gen.add_argument("--pose-backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                     help="what runs DWPose on --driving-video (default auto; see docs/POSE.md)")
     _add_sampling_args(gen)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the bundled tiny weights and sample")
@@ -308,7 +310,7 @@ def _generate(args, group=None) -> int:
         poses, source_fps = driving_video_to_pose_frames(args.dwpose_dir, reference, args.driving_video,
                                                          args.width - args.width % 8, args.height - args.height % 8,
                                                          ref_fit=args.aspect, max_frames=args.frames,
-                                                         device=str(device))
+                                                         device=str(device), backend=args.pose_backend)
     fps = fps or source_fps or 12.0
 
     started = time.perf_counter()

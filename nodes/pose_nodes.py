@@ -22,7 +22,7 @@ from ..musepose.pose.frames import FrameSelection
 from ..musepose.pose.imgops import fit_image
 from ..musepose.pose.keypoint_io import frames_to_pose_keypoint, pose_keypoint_to_frames
 from ..musepose.pose.log import logger
-from ..musepose.pose.models import find_dwpose_models
+from ..musepose.pose.models import BACKENDS, find_dwpose_models
 
 #: MusePose works on latents of 1/8 the image size: Pose Align draws (and outputs) multiples of 8.
 SIZE_MULTIPLE = 8
@@ -52,10 +52,13 @@ def _to_image_batch(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0)
 
 
-def _extractor() -> DWPoseExtractor:
-    """DWPose on ComfyUI's device: CUDA through onnxruntime-gpu when it can, else the CPU (said once)."""
+def _extractor(backend: str = "auto") -> DWPoseExtractor:
+    """DWPose on ComfyUI's device with ``backend`` (auto: onnxruntime-gpu when it can use that GPU, else
+    torch on the GPU; on the CPU the faster of the two installed). Says which, once per run."""
     models = find_dwpose_models(host.model_search_paths("dwpose"))
-    return get_extractor(models, DEFAULT_POSE_CACHE, device=host.torch_device())
+    extractor = get_extractor(models, DEFAULT_POSE_CACHE, device=host.torch_device(), backend=backend)
+    host.say(f"pose: {extractor.runtime.describe()}")
+    return extractor
 
 
 def _progress_callback(total: int):
@@ -64,12 +67,12 @@ def _progress_callback(total: int):
 
 
 class MusePosePoseExtract:
-    DESCRIPTION = ("Detect whole-body poses (DWPose: YOLOX-L + DW-LL 384 through onnxruntime, no mmcv/OpenCV) "
+    DESCRIPTION = ("Detect whole-body poses (DWPose: YOLOX-L + DW-LL 384, run by torch or onnxruntime; no mmcv/OpenCV) "
                    "in every selected frame. Outputs comfyui_controlnet_aux's POSE_KEYPOINT (absolute "
                    "pixels, OpenPose-18 body, 70-point face, both hands) and a MusePose-style preview. "
                    "Models: yolox_l.onnx and dw-ll_ucoco_384.onnx in models/dwpose (or controlnet_aux's ckpts). "
                    "Results are cached per frame content, so re-running a graph does not re-detect. Runs on "
-                   "the GPU when onnxruntime-gpu is installed, otherwise on the CPU (seconds per frame).")
+                   "ComfyUI's device through torch with nothing extra installed (onnxruntime-gpu is used when present).")
     CATEGORY = CATEGORY
     FUNCTION = "extract"
     RETURN_TYPES = ("POSE_KEYPOINT", "IMAGE", "FLOAT")
@@ -89,19 +92,26 @@ class MusePosePoseExtract:
                 "preview_resolution": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
                                                "tooltip": "Short side of the preview images (0 = input size). "
                                                           "Keeps long videos from filling RAM with previews."}),
-            }
+            },
+            # Saved workflows and API prompts give inputs by name: new ones are appended, optional, last.
+            "optional": {
+                "backend": (list(BACKENDS), {"default": "auto",
+                                             "tooltip": "What runs DWPose. auto: onnxruntime-gpu when it can use "
+                                                        "the GPU, else torch on ComfyUI's device (GPU or CPU). "
+                                                        "torch needs nothing extra; onnxruntime must be installed."}),
+            },
         }
 
     def extract(self, images: torch.Tensor, fps: float = 30.0, start_frame: int = 0, every_nth: int = 1,
                 max_frames: int = 0, draw_hands: bool = True, draw_face: bool = False,
-                preview_resolution: int = 512):
+                preview_resolution: int = 512, backend: str = "auto"):
         selection = FrameSelection(int(start_frame), int(every_nth), int(max_frames))
         idx = selection.indices(int(images.shape[0]))
         if not idx:
             raise ValueError(f"frame selection (start {start_frame}, every {every_nth}) leaves none of "
                              f"the {images.shape[0]} frames")
         selection.report(int(images.shape[0]), fps)
-        extractor = _extractor()
+        extractor = _extractor(backend)
         poses = extractor.extract((_images_to_uint8(images, i) for i in idx), progress=_progress_callback(len(idx)),
                                   check_interrupt=host.check_interrupt, total=len(idx))
         h, w = int(images.shape[1]), int(images.shape[2])

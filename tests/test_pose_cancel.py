@@ -124,9 +124,11 @@ class NodeCancel:
         return record(name, self.requested, stopped)
 
 
-def test_engine_extraction_stops_between_frames():
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_engine_extraction_stops_between_frames(backend):
     """60 frames of DWPose stand-ins: a cancel requested at the 5th frame stops at the next one."""
-    ex = DWPoseExtractor(find_dwpose_models([FIXTURE], include_controlnet_aux=False), cache=None)
+    ex = DWPoseExtractor(find_dwpose_models([FIXTURE], include_controlnet_aux=False), cache=None, device="cpu",
+                         backend=backend)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (128, 96, 3), dtype=np.uint8) for _ in range(60)]
     cancel = Canceller()
@@ -171,6 +173,29 @@ def test_engine_extraction_stops_inside_a_long_model_run():
     stopped = time.perf_counter()
     assert record("engine extraction, inside a 5 s model run", cancel.requested_at, stopped) < MAX_LATENCY_S
     assert ex._watch is None  # the next extraction runs without the helper thread of this one
+
+
+def test_torch_backend_stops_inside_a_long_model_run(monkeypatch):
+    """The torch backend checks the cancel every few graph nodes: a run slowed to 50 ms per node (about
+    1.3 s for the stand-in detector) stops well within a second of the request, before its last node."""
+    ex = DWPoseExtractor(find_dwpose_models([FIXTURE], include_controlnet_aux=False), cache=None, device="cpu",
+                         backend="torch")
+    session = ex.detector._session
+    real_run_node, ran = session._run_node, []
+
+    def slow_node(node, env):
+        time.sleep(0.05)
+        ran.append(node.op)
+        real_run_node(node, env)
+
+    monkeypatch.setattr(session, "_run_node", slow_node)
+    cancel = Canceller()
+    request_later(cancel.request, 0.3)
+    with pytest.raises(Cancelled):
+        ex.extract([np.zeros((64, 48, 3), dtype=np.uint8)], check_interrupt=cancel)
+    stopped = time.perf_counter()
+    assert len(ran) < len(session.nodes)
+    assert record("engine extraction, torch backend, inside a model run", cancel.requested_at, stopped) < 0.6
 
 
 def test_interrupt_taken_by_the_watch_thread_after_a_run_is_not_lost():

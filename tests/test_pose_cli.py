@@ -18,6 +18,7 @@ from PIL import Image
 
 from musepose.pose.cli import main
 from musepose.pose.driving import driving_video_to_pose_frames
+from musepose.pose.models import CPU_PREFERENCE
 from musepose.video import read_frames, write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,13 +52,16 @@ def check_expected(data: list, example: dict, n_frames: int) -> float:
     return worst
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch", "onnxruntime"])
 @pytest.mark.parametrize("example", EXPECTED["worked_examples"], ids=lambda e: "x".join(map(str, e["image_wh"])))
-def test_extract_image_main(tmp_path, example):
+def test_extract_image_main(tmp_path, example, backend, capsys):
     img = write_image(tmp_path / "in.png", *example["image_wh"])
     out = tmp_path / "poses.json"
     assert main(["poses", "extract", "--dwpose-dir", str(FIXTURE), "--input", str(img), "--out-json", str(out),
-                 "--quiet"]) == 0
+                 "--quiet", "--device", "cpu", "--pose-backend", backend]) == 0
     check_expected(json.loads(out.read_text()), example, 1)
+    ran = CPU_PREFERENCE if backend == "auto" else backend  # the tests install onnxruntime: auto picks as documented
+    assert f"pose: {ran} on cpu" in capsys.readouterr().err
 
 
 def test_extract_folder_and_video_main(tmp_path, driving_video):

@@ -1,9 +1,10 @@
-"""DWPose extraction through onnxruntime on the offline stand-ins in tests/fixtures/dwpose-tiny.
+"""DWPose extraction on the offline stand-ins in tests/fixtures/dwpose-tiny, through both backends.
 
 The stand-ins output one person box and SimCC peaks at known crop positions whatever the pixels,
 so the full pipeline (letterbox, detector decode + NMS, affine crop, SimCC decode, mapping back,
 OpenPose conversion) must reproduce expected.json. Tolerance: 0.05 px (expected.json is rounded
-to 1e-3 px; float32 maths adds ~1e-4).
+to 1e-3 px; float32 maths adds ~1e-4). Every test that runs the models runs on onnxruntime and on the
+torch backend (musepose/pose/onnx_torch.py), so the two give the same keypoints within that tolerance.
 """
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 TOL_PX = 0.05
 
 
-@pytest.fixture(scope="module")
-def extractor() -> DWPoseExtractor:
-    return DWPoseExtractor(find_dwpose_models([FIXTURE], include_controlnet_aux=False), cache=None)
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def extractor(request) -> DWPoseExtractor:
+    ex = DWPoseExtractor(find_dwpose_models([FIXTURE], include_controlnet_aux=False), cache=None,
+                         backend=request.param, device="cpu")
+    assert ex.runtime.describe() == f"{request.param} on cpu"
+    return ex
 
 
 def example_image(example: dict, seed: int = 0) -> np.ndarray:

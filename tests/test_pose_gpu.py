@@ -25,6 +25,7 @@ from musepose.pose import models
 from musepose.pose.extract import DWPoseExtractor, get_extractor
 from musepose.pose.log import forget_said
 from musepose.pose.models import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeMissing, find_dwpose_models
+from musepose.pose.onnx_torch import TorchOnnxSession
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "dwpose-tiny"
@@ -51,6 +52,12 @@ class FakeOrt(types.ModuleType):
             def __init__(self, path, sess_options=None, providers=None):
                 self.path, self.sess_options, self.providers = path, sess_options, providers
                 fake.sessions.append(self)
+
+            def get_inputs(self):  # the file's real signature (the extractor checks it)
+                return TorchOnnxSession(self.path).get_inputs()
+
+            def get_outputs(self):
+                return TorchOnnxSession(self.path).get_outputs()
 
             def get_providers(self):
                 names = [p if isinstance(p, str) else p[0] for p in self.providers]
@@ -119,8 +126,8 @@ def test_cpu_fallback_said_once_per_process(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             assert models.onnx_providers(torch.device("cuda", 0)) == [CPU_PROVIDER]
-        ex = get_extractor(paths(), cache=None, device="cuda")
-        get_extractor(paths(), cache=None, device="cuda:0")
+        ex = get_extractor(paths(), cache=None, device="cuda", backend="onnxruntime")
+        get_extractor(paths(), cache=None, device="cuda:0", backend="onnxruntime")
     said = pose_warnings(caplog)
     assert len(said) == 1, said
     line = said[0]
@@ -134,11 +141,27 @@ def test_cpu_fallback_said_once_per_process(monkeypatch, caplog):
 
 def test_cuda_build_that_cannot_start_cuda_is_said_once(monkeypatch, caplog):
     install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER], session_starts_cuda=False)
-    with caplog.at_level(logging.WARNING):
-        DWPoseExtractor(paths(), cache=None, device="cuda")   # two sessions, one message
-        DWPoseExtractor(paths(), cache=None, device="cuda")
+    with caplog.at_level(logging.WARNING):   # two sessions, one message
+        DWPoseExtractor(paths(), cache=None, device="cuda", backend="onnxruntime")
+        DWPoseExtractor(paths(), cache=None, device="cuda", backend="onnxruntime")
     said = pose_warnings(caplog)
     assert len(said) == 1 and "runs on the CPU" in said[0] and "CUDA version" in said[0]
+
+
+def test_auto_moves_to_torch_when_onnxruntime_gpu_cannot_start_cuda(monkeypatch, caplog):
+    """auto means onnxruntime with a *working* GPU provider: one that does not start gives torch on that GPU
+    (here the torch runtime is redirected to the CPU, which is all this machine has)."""
+    install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER], session_starts_cuda=False)
+    monkeypatch.setattr(models, "_torch_runtime", lambda device: models.PoseRuntime("torch", "cpu"))
+    with caplog.at_level(logging.WARNING):
+        ex = DWPoseExtractor(paths(), cache=None, device="cuda:0")
+        DWPoseExtractor(paths(), cache=None, device="cuda:0")
+    assert ex.runtime.describe() == "torch on cpu" and isinstance(ex.pose._session, TorchOnnxSession)
+    said = pose_warnings(caplog)
+    assert said == ["DWPose runs through torch on cuda:0: the installed onnxruntime-gpu could not start CUDA "
+                    "(usually its CUDA or cuDNN version does not match the installed one)."]
+    install(monkeypatch, [CUDA_PROVIDER, CPU_PROVIDER], session_starts_cuda=True)  # a working one is kept
+    assert DWPoseExtractor(paths(), cache=None, device="cuda:0").runtime.describe() == "onnxruntime on cuda:0"
 
 
 def test_extractor_cache_keeps_cpu_and_cuda_sessions_apart(monkeypatch):
@@ -155,11 +178,13 @@ def test_extractor_cache_keeps_cpu_and_cuda_sessions_apart(monkeypatch):
 def test_missing_onnxruntime_names_both_packages(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with pytest.raises(OnnxRuntimeMissing) as err:
-        DWPoseExtractor(paths(), cache=None, device="cpu")
+        DWPoseExtractor(paths(), cache=None, device="cpu", backend="onnxruntime")
     msg = str(err.value)
     assert "pip install onnxruntime-gpu" in msg and "pip install onnxruntime'" in msg
     assert "never both" in msg and "CUDA" in msg
     assert isinstance(err.value, ImportError)
+    # auto needs no onnxruntime: torch runs the same files
+    assert DWPoseExtractor(paths(), cache=None, device="cpu").runtime.describe() == "torch on cpu"
 
 
 def test_pose_nodes_run_dwpose_on_comfyuis_device(monkeypatch, tmp_path):
@@ -202,8 +227,9 @@ def test_onnxruntime_is_never_a_hard_requirement():
 
 
 def test_pack_loads_and_aligns_without_onnxruntime(tmp_path):
-    """Neither onnxruntime build installed: the pose nodes still load, Pose Align works from a reference
-    POSE_KEYPOINT, and Pose Extract stops with the message naming both packages."""
+    """Neither onnxruntime build installed (a ComfyUI Manager install): the pose nodes load, Pose Align
+    works from a reference POSE_KEYPOINT, Pose Extract runs DWPose through torch and says so on the node,
+    and only a pinned onnxruntime backend stops with the message naming both packages."""
     import json
     import subprocess
 
@@ -217,8 +243,17 @@ host.add_standalone_model_root({str(tmp_path)!r})
 poses = json.loads(sys.stdin.read())
 out = pose_nodes.MusePosePoseAlign().align(poses, 64, 96, reference_pose=poses[0])
 assert out[0].shape == (len(poses), 96, 64, 3) and out[4:] == (64, 96)
+import logging
+said = []
+handler = logging.Handler(logging.INFO)
+handler.emit = lambda record: said.append(record.getMessage())
+logging.getLogger("musepose_express").addHandler(handler)
+logging.getLogger("musepose_express").setLevel(logging.INFO)
+kp, _, _ = pose_nodes.MusePosePoseExtract().extract(torch.rand(1, 64, 48, 3))
+print("PEOPLE:", len(kp[0]["people"]))
+print("SAID:", said)
 try:
-    pose_nodes.MusePosePoseExtract().extract(torch.rand(1, 64, 48, 3))
+    pose_nodes.MusePosePoseExtract().extract(torch.rand(1, 64, 48, 3), backend="onnxruntime")
 except ImportError as exc:
     print("EXTRACT:", exc)
 """
@@ -233,5 +268,7 @@ except ImportError as exc:
     proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(poses), capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "PEOPLE: 1" in proc.stdout  # the stand-in detector always finds its one person
+    assert "SAID: ['MusePose: pose: torch on cpu']" in proc.stdout  # host.say: the node shows "pose: torch on cpu"
     assert "EXTRACT: DWPose pose extraction needs onnxruntime" in proc.stdout
     assert "pip install onnxruntime-gpu" in proc.stdout and "pip install onnxruntime'" in proc.stdout

@@ -17,6 +17,7 @@ from ..video import read_frames, read_image_rgb, save_png_sequence, write_mp4
 from .driving import DEFAULT_FPS, align_and_render, driving_video_to_pose_frames, extractor_for_dir  # noqa: F401
 from .frames import FrameSelection
 from .keypoint_io import frames_to_pose_keypoint, pose_keypoint_to_frames
+from .models import BACKENDS
 
 
 def _align_frame_arg(value: str) -> int | str:
@@ -33,7 +34,10 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every-nth", type=int, default=1, help="keep one frame out of n (default 1 = all)")
     p.add_argument("--max-frames", type=int, default=0, help="at most this many frames (default 0 = all)")
     p.add_argument("--device", default="auto",
-                   help="where DWPose runs: auto (a CUDA GPU when onnxruntime-gpu can use it), cpu, cuda, cuda:1 ...")
+                   help="where DWPose runs: auto (a GPU when torch sees one), cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--pose-backend", choices=BACKENDS, default="auto",
+                   help="what runs DWPose: auto (onnxruntime-gpu when it can use the GPU, else torch on the GPU; "
+                        "on the CPU the faster installed one), torch (needs nothing extra) or onnxruntime")
 
 
 def _progress(done: int, total: int) -> None:
@@ -46,7 +50,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     idx = sel.report(len(frames), fps)
     if not idx:
         raise SystemExit(f"frame selection leaves none of the {len(frames)} frames of {args.input}")
-    extractor = extractor_for_dir(args.dwpose_dir, device=args.device)
+    extractor = extractor_for_dir(args.dwpose_dir, device=args.device, backend=args.pose_backend)
+    print(f"pose: {extractor.runtime.describe()}", file=sys.stderr)
     poses = extractor.extract((frames[i] for i in idx), progress=None if args.quiet else _progress, total=len(idx))
     out = Path(args.out_json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +71,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         renders, fps = driving_video_to_pose_frames(args.dwpose_dir, ref, args.driving_video, args.width,
                                                     args.height, progress=progress,
                                                     default_fps=args.fps or DEFAULT_FPS, device=args.device,
-                                                    **options)
+                                                    backend=args.pose_backend, **options)
     else:
         sel = FrameSelection(args.start_frame, args.every_nth, args.max_frames)
         data = json.loads(Path(args.driving_json).read_text())
@@ -75,7 +80,8 @@ def cmd_align(args: argparse.Namespace) -> int:
         if not driving:
             raise SystemExit("frame selection leaves no frames of the driving JSON")
         fps = sel.fps(args.fps or DEFAULT_FPS)
-        reference = extractor_for_dir(args.dwpose_dir, device=args.device).extract([ref], report_missing=False)[0]
+        extractor = extractor_for_dir(args.dwpose_dir, device=args.device, backend=args.pose_backend)
+        reference = extractor.extract([ref], report_missing=False)[0]
         for k in ("start_frame", "every_nth", "max_frames"):
             options.pop(k)
         renders, _ = align_and_render(reference, driving, args.width, args.height, fps, **options)

@@ -23,13 +23,15 @@ _DRAW_KEYS = {"draw_hands", "draw_face", "render_short_side"}
 
 
 def extractor_for_dir(dwpose_dir: str | os.PathLike, cache: PoseCache | None = DEFAULT_POSE_CACHE,
-                      device=None) -> DWPoseExtractor:
+                      device=None, backend: str = "auto") -> DWPoseExtractor:
     """Extractor for the two ONNX files in ``dwpose_dir`` (flat, or the HF ``yzd-v/DWPose`` layout).
 
-    ``device``: where DWPose runs (torch.device or "cpu"/"cuda[:N]"; None = a CUDA GPU when torch
-    sees one and onnxruntime-gpu is installed, else the CPU).
+    ``device``: where DWPose runs (torch.device or "cpu"/"cuda[:N]"/"mps"; None = a GPU when torch sees
+    one, else the CPU); ``backend``: "auto", "torch" or "onnxruntime" (see
+    :func:`musepose.pose.models.resolve_runtime`).
     """
-    return get_extractor(find_dwpose_models([str(dwpose_dir)], include_controlnet_aux=False), cache, device=device)
+    return get_extractor(find_dwpose_models([str(dwpose_dir)], include_controlnet_aux=False), cache, device=device,
+                         backend=backend)
 
 
 def split_options(options: dict[str, Any]) -> tuple[FrameSelection, dict[str, Any], dict[str, Any]]:
@@ -66,7 +68,7 @@ def driving_video_to_pose_frames(dwpose_dir: str | os.PathLike, ref_image_rgb_ui
                                  progress: Callable[[int, int], None] | None = None,
                                  check_interrupt: Callable[[], None] | None = None,
                                  cache: PoseCache | None = DEFAULT_POSE_CACHE,
-                                 default_fps: float = DEFAULT_FPS, device=None,
+                                 default_fps: float = DEFAULT_FPS, device=None, backend: str = "auto",
                                  **align_options: Any) -> tuple[np.ndarray, float]:
     """Detect, align and render the driving video's poses for this reference image.
 
@@ -74,8 +76,9 @@ def driving_video_to_pose_frames(dwpose_dir: str | os.PathLike, ref_image_rgb_ui
     start_frame, every_nth, max_frames (frame selection); align_frame ("auto" or int), person
     ("largest"/"most_central"), ref_fit ("stretch"/"crop"/"pad"), smooth, smooth_min_cutoff,
     smooth_beta, threshold (alignment); draw_hands, draw_face, render_short_side (drawing).
-    ``video_path`` may also be an image folder (then ``default_fps`` is assumed). ``device``: where
-    DWPose runs (see :func:`extractor_for_dir`). Selection options given as None take their defaults.
+    ``video_path`` may also be an image folder (then ``default_fps`` is assumed). ``device`` and
+    ``backend``: where and with what DWPose runs (see :func:`extractor_for_dir`). Selection options
+    given as None take their defaults.
     Frames without a person are reported once by the alignment (which fills them), not per frame.
     """
     selection, align, draw = split_options(align_options)
@@ -83,7 +86,7 @@ def driving_video_to_pose_frames(dwpose_dir: str | os.PathLike, ref_image_rgb_ui
     idx = selection.indices(len(frames))
     if not idx:
         raise ValueError(f"frame selection {selection} leaves no frames of the {len(frames)} in {video_path}")
-    extractor = extractor_for_dir(dwpose_dir, cache, device)
+    extractor = extractor_for_dir(dwpose_dir, cache, device, backend)
     reference = extractor.extract([np.asarray(ref_image_rgb_uint8, dtype=np.uint8)[..., :3]],
                                   check_interrupt=check_interrupt, report_missing=False)[0]
     driving = extractor.extract((frames[i] for i in idx), progress=progress,

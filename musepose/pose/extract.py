@@ -2,9 +2,10 @@
 
 This is the engine entry point used by the nodes and the CLI. It reports progress and honours
 cancellation through plain callbacks, so it knows nothing about ComfyUI. Cancellation is checked
-before each frame and, while onnxruntime runs a model, every :data:`INTERRUPT_POLL_S` seconds from a
-helper thread that stops the run through ``RunOptions.terminate`` (a DWPose-L or YOLOX-L run takes
-about a second on a CPU, so checking between runs alone would not answer within a second).
+before each frame and inside each model run (a DWPose-L or YOLOX-L run takes about a second on a CPU,
+so checking between runs alone would not answer within a second): the torch backend checks every few
+graph nodes; for onnxruntime a helper thread polls every :data:`INTERRUPT_POLL_S` seconds and stops the
+run through ``RunOptions.terminate``.
 """
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ from . import rtmpose, yolox
 from .cache import DEFAULT_POSE_CACHE, PoseCache, frame_digest
 from .layout import VISIBLE_THRESHOLD, FramePose, wholebody_to_openpose
 from .log import logger
-from .models import DWPoseModelPaths, import_onnxruntime, onnx_providers, open_session
+from .models import DWPoseModelPaths, PoseRuntime, check_signature, import_onnxruntime, resolve_runtime
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], None]
 
 #: Bump when pre/post-processing changes so stale cached poses are not reused.
-PIPELINE_VERSION = "dwpose-onnx-1"
+PIPELINE_VERSION = "dwpose-onnx-2"
 
 #: How often the cancel callback is polled while a model runs (seconds).
 INTERRUPT_POLL_S = 0.05
@@ -61,6 +62,8 @@ class _InterruptWatch:
 
     def run(self, session, args: tuple, kwargs: dict):
         self.raise_pending()
+        if getattr(session, "checks_interrupt", False):  # the torch backend checks between graph nodes
+            return session.run(*args, check_interrupt=self.check_interrupt, **kwargs)
         options = import_onnxruntime().RunOptions()
         done = threading.Event()
 
@@ -89,7 +92,7 @@ class _InterruptWatch:
 
 
 class _CountingSession:
-    """Forwards to an onnxruntime session and counts ``run`` calls (cheap, and exact for tests).
+    """Forwards to a model session (either backend) and counts ``run`` calls (cheap, and exact for tests).
 
     While the owner extracts with a cancel callback, runs go through its :class:`_InterruptWatch`.
     """
@@ -101,7 +104,7 @@ class _CountingSession:
     def run(self, *args, **kwargs):
         self._owner.model_calls += 1
         watch = self._owner._watch
-        if watch is not None and "run_options" not in kwargs:
+        if watch is not None and "run_options" not in kwargs and "check_interrupt" not in kwargs:
             return watch.run(self._session, args, kwargs)
         return self._session.run(*args, **kwargs)
 
@@ -112,21 +115,29 @@ class _CountingSession:
 class DWPoseExtractor:
     """Runs DWPose on RGB uint8 frames. Sessions are opened once; results are cached per frame.
 
-    ``model_calls`` counts onnxruntime ``run`` calls made through this object, which is how tests
-    check that a cached second pass does not touch the models.
+    ``backend`` ("auto", "torch", "onnxruntime") and ``device`` pick the runtime
+    (:func:`musepose.pose.models.resolve_runtime`); ``providers`` pins onnxruntime with those providers.
+    ``model_calls`` counts model ``run`` calls made through this object, which is how tests check that
+    a cached second pass does not touch the models.
     """
 
     def __init__(self, models: DWPoseModelPaths, providers: Sequence | None = None,
-                 cache: PoseCache | None = DEFAULT_POSE_CACHE, device=None):
+                 cache: PoseCache | None = DEFAULT_POSE_CACHE, device=None, backend: str = "auto",
+                 runtime: PoseRuntime | None = None):
         self.models = models
         self.cache = cache
         self.model_calls = 0
         self._watch: _InterruptWatch | None = None
-        self.providers = list(providers) if providers else onnx_providers(device)
-        self.detector = _CountingSession(open_session(models.detector, self.providers), self)
-        self.pose = _CountingSession(open_session(models.pose, self.providers), self)
+        runtime = runtime or resolve_runtime(backend, device, providers)
+        self.runtime, detector, pose = runtime.open_pair(models.detector, models.pose)
+        self.providers = self.runtime.provider_list()
+        self.detector = _CountingSession(detector, self)
+        self.pose = _CountingSession(pose, self)
+        check_signature(self.detector, models.detector, "detector")
+        check_signature(self.pose, models.pose, "pose")
+        # fp16 (torch on a GPU) moves keypoints by a fraction of a pixel: poses are cached per precision
         self.settings_key = repr((PIPELINE_VERSION, _file_identity(models.detector),
-                                  _file_identity(models.pose), VISIBLE_THRESHOLD))
+                                  _file_identity(models.pose), VISIBLE_THRESHOLD, self.runtime.dtype))
 
     def detect_frame(self, image_rgb: np.ndarray) -> FramePose:
         """All people of one frame (no cache). Boxes come highest-score first; no box, no people."""
@@ -203,20 +214,16 @@ def report_empty_frames(poses: Sequence[FramePose]) -> int:
     return len(empty)
 
 
-def _providers_key(providers: Sequence) -> tuple:
-    return tuple(p if isinstance(p, str) else (p[0], tuple(sorted(dict(p[1]).items()))) for p in providers)
-
-
 def get_extractor(models: DWPoseModelPaths, cache: PoseCache | None = DEFAULT_POSE_CACHE,
-                  providers: Sequence | None = None, device=None) -> DWPoseExtractor:
+                  providers: Sequence | None = None, device=None, backend: str = "auto") -> DWPoseExtractor:
     """An extractor for these files, reusing the sessions kept in ``cache`` when possible.
 
-    ``device`` (torch.device or "cpu"/"cuda[:N]"; None = auto) picks the onnxruntime providers
-    (:func:`musepose.pose.models.onnx_providers`) unless ``providers`` is given.
+    ``backend`` and ``device`` (torch.device or "cpu"/"cuda[:N]"/"mps"...; None = auto) pick where DWPose
+    runs (:func:`musepose.pose.models.resolve_runtime`); ``providers`` pins onnxruntime's providers.
     """
-    providers = list(providers) if providers else onnx_providers(device)
+    runtime = resolve_runtime(backend, device, providers)
     if cache is None:
-        return DWPoseExtractor(models, providers, None)
-    key = ("dwpose", models.detector, models.pose, _providers_key(providers),
-           _file_identity(models.detector), _file_identity(models.pose))
-    return cache.models.get_or_create(key, lambda: DWPoseExtractor(models, providers, cache))
+        return DWPoseExtractor(models, cache=None, runtime=runtime)
+    key = ("dwpose", models.detector, models.pose, runtime, _file_identity(models.detector),
+           _file_identity(models.pose))
+    return cache.models.get_or_create(key, lambda: DWPoseExtractor(models, cache=cache, runtime=runtime))
