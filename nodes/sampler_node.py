@@ -177,6 +177,9 @@ class MusePoseSampler:
         if note:
             logger.warning(note)
 
+        note = host.memory_host_note()  # under dynamic VRAM: which memory manager holds our networks
+        if note:
+            host.say(note)
         progress = host.Progress(settings.steps * count_window_batches(settings))
         previews = LatestPreview(host.make_previewer())
 

@@ -25,6 +25,12 @@ from test_nodes_support import REPO, VECTOR_A, place_tiny_weights
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 
+def comfyui_version() -> tuple[int, ...]:
+    """The version of the ComfyUI at $COMFYUI_PATH, e.g. (0, 19, 3)."""
+    text = (Path(COMFYUI) / "comfyui_version.py").read_text()
+    return tuple(int(n) for n in text.split('__version__ = "')[1].split('"')[0].split("."))
+
+
 #: tiny-model settings for the shipped workflows (everything else is as shipped)
 TINY_SAMPLER = dict(width=96, height=96, steps=3, context_frames=8, context_overlap=4)
 

@@ -35,6 +35,10 @@ def test_host_against_real_model_management(tmp_path):
                   "offload_switch_no_reread", "ops_stream_equal", "free_releases_cache", "comfy_unload_releases_set",
                   "partial_load_meta"):
         assert f"PASS {check}" in result.stdout
+    import comfy_support
+
+    if comfy_support.comfyui_version() >= (0, 19):  # dynamic VRAM exists from there on
+        assert "PASS dynamic_vram_boundary" in result.stdout
 
 
 def _child(tmp: Path) -> None:
@@ -121,6 +125,8 @@ def _child(tmp: Path) -> None:
     del unet, converted  # (the free checks count the references left to the set's networks)
     _free_checks(pack, nodes, reference, poses, model, low)
 
+    _dynamic_vram_checks(pack, model)
+
     # a real partial load: a budget of 40% of the UNet, "meta" standing in for the GPU (a fresh set: the
     # free checks released the one above)
     (low,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="lowvram")
@@ -183,6 +189,45 @@ def _free_checks(pack, nodes, reference, poses, *outputs) -> None:
     (again,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="model")
     assert cache.loads == loads + 2
     print("PASS comfy_unload_releases_set")
+
+
+def _dynamic_vram_checks(pack, model) -> None:
+    """ComfyUI 0.19+: what main.py does when comfy-aimdo starts (CoreModelPatcher swapped for the host's own
+    ModelPatcherDynamic, aimdo_enabled set), then our side of the boundary. comfy-aimdo itself cannot start
+    without CUDA, so the pager's figure (vbars_analyze) is set here; only a GPU shows the paging itself
+    (benchmarks/dynamic_vram.py)."""
+    import comfy.memory_management as memory_management
+    import comfy.model_management as mm
+    import comfy.model_patcher as model_patcher
+    import torch
+
+    dynamic = getattr(model_patcher, "ModelPatcherDynamic", None)
+    if dynamic is None:
+        return
+    import comfy_aimdo.model_vbar
+
+    host = pack.nodes.host
+    saved = (model_patcher.CoreModelPatcher, memory_management.aimdo_enabled, comfy_aimdo.model_vbar.vbars_analyze,
+             mm.get_free_memory)
+    try:
+        model_patcher.CoreModelPatcher, memory_management.aimdo_enabled = dynamic, True
+        mm.get_free_memory = lambda dev=None, torch_free_too=False: 10 * 2**30  # (the CPU's free RAM moves)
+        assert host.dynamic_vram() and "dynamic VRAM is on" in host.memory_host_note()
+        real = dynamic(torch.nn.Linear(2, 2), load_device=torch.device("meta"), offload_device=torch.device("cpu"))
+        assert real.is_dynamic()  # the host's class, as it would page our networks
+        cls = host.patcher_class()
+        patcher = cls(host.HeldModel(torch.nn.Linear(2, 2), torch.float32, "x"), load_device=torch.device("meta"),
+                      offload_device=torch.device("cpu"))
+        assert cls is model_patcher.ModelPatcher and not patcher.is_dynamic()
+        assert not any(p.is_dynamic() for p in host._free_watch_patchers())  # the Free watch never pages
+        placement = model.placement
+        before = placement.free_memory()
+        comfy_aimdo.model_vbar.vbars_analyze = lambda: 3 * 2**30  # what the pager could hand back
+        assert placement.free_memory() - before == 3 * 2**30
+    finally:
+        (model_patcher.CoreModelPatcher, memory_management.aimdo_enabled, comfy_aimdo.model_vbar.vbars_analyze,
+         mm.get_free_memory) = saved
+    print("PASS dynamic_vram_boundary (plain ModelPatcher under the swap; free memory counts the pager's 3 GiB)")
 
 
 VECTOR_A_SAMPLER_SHORT = dict(width=96, height=96, seed=1, steps=1, cfg=3.5, scheduler="ddim", context_frames=8,

@@ -264,3 +264,18 @@ def test_messages_become_a_ui_output_only_under_a_comfyui_prompt(pack):
     with host.node_run("7") as quiet:
         pass
     assert host.with_messages(("latent",), quiet) == ("latent",)
+
+
+def test_the_sampler_says_when_the_host_pages_dynamically(fake_comfy, monkeypatch):
+    """ComfyUI 0.19+ on NVIDIA (comfy-aimdo started): the node says which memory manager holds the networks."""
+    host = fake_comfy.host
+    memory_management = types.ModuleType("comfy.memory_management")
+    memory_management.aimdo_enabled = False
+    monkeypatch.setitem(sys.modules, "comfy.memory_management", memory_management)
+    assert not host.dynamic_vram() and host.memory_host_note() is None
+    memory_management.aimdo_enabled = True
+    assert host.dynamic_vram()
+    assert "dynamic VRAM is on" in host.memory_host_note() and "non-dynamic patcher" in host.memory_host_note()
+    monkeypatch.delitem(sys.modules, "comfy.memory_management")  # 0.8.0: no such module
+    monkeypatch.setitem(sys.modules, "comfy.memory_management", None)
+    assert not host.dynamic_vram()
