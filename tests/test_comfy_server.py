@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -45,7 +48,7 @@ def test_workflow_runs_to_a_video(server, name):
 
 
 def test_dance_workflow_extract_align_sample_decode(server):
-    """Dance video -> DWPose (onnxruntime stand-ins) -> alignment -> MusePose -> decode -> mp4; the size is
+    """Dance video -> DWPose (stand-ins, run by torch) -> alignment -> MusePose -> decode -> mp4; the size is
     set once, on Pose Align (96x128 here), and reaches the Sampler through Align's width/height outputs; the
     two pose previews are saved."""
     graph = tiny_workflow("musepose_dance", previews=True, height=128)
@@ -63,6 +66,13 @@ def test_dance_workflow_extract_align_sample_decode(server):
     assert rate == 8.0  # the dance video's fps, carried through extract and align
     previews = {node_id for node_id, node in graph.items() if node["class_type"] == "PreviewImage"}
     assert previews and all(len(entry["outputs"][node_id]["images"]) == 12 for node_id in previews), entry["outputs"]
+    # DWPose ran without onnxruntime (the host has the pack's requirements.txt only, as after a Manager
+    # install), on torch, and Pose Extract (node 9) said so on the node
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    probe = subprocess.run([python, "-c", "import importlib.util; print(importlib.util.find_spec('onnxruntime'))"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "None", "the host venv should have no onnxruntime for this test"
+    assert "pose: torch on cpu" in entry["outputs"]["9"]["musepose_messages"][0], entry["outputs"]["9"]
 
 
 def test_second_queue_reuses_loaded_weights(server):
