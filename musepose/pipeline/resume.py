@@ -337,8 +337,8 @@ class Checkpoints:
             changed = differences(state.fingerprint, fingerprint)
             if changed:
                 where = self.path if self._memory is None else "memory"
-                raise ResumeError(f"the saved state ({where}, step {state.step} of {state.steps}) is another run's: "
-                                  f"{'; '.join(changed)} differ")
+                raise ResumeError(f"the saved state ({where}, step {state.step} of {state.steps}) is another run's; what "
+                                  f"differs: {'; '.join(changed)}")
             restore_scheduler(scheduler, state.scheduler_tensors, state.scheduler_values)
         except ResumeError as exc:
             if self.settings.on_change == _REFUSE:
