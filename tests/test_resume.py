@@ -180,13 +180,17 @@ def test_another_run_is_refused_naming_what_differs(tiny_models, vector_a_inputs
 
 # -- killed command-line runs -------------------------------------------------------------------------------------
 
-def _cli(tmp_path, scheduler: str, *extra, kill: int | None = None) -> subprocess.CompletedProcess:
+def _cli(tmp_path, scheduler: str, *extra, kill: int | None = None, dry: bool = False):
+    """Run the command line through tests/resume_kill.py (SIGKILLed after step ``kill``); ``dry``: only
+    return its arguments."""
     args = ["generate", "--weights-dir", str(WEIGHTS), "--ref", str(VECTOR_A / "inputs" / "ref.png"),
             "--poses", str(VECTOR_A / "inputs" / "pose"), "--scheduler", scheduler, "--precision", "fp32",
             "--device", "cpu", "--checkpoint-dir", str(tmp_path / "state"), "--out", str(tmp_path / "v.mp4"),
             "--save-array", str(tmp_path / "v.npy")]
     for key, value in RUN.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
+    if dry:
+        return args + list(extra)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     env.pop("MUSEPOSE_TEST_KILL_AFTER_STEP", None)
     if kill is not None:
@@ -230,3 +234,33 @@ def test_a_killed_run_resumes_to_the_uninterrupted_video(tmp_path, tiny_models, 
     print(f"{scheduler}: killed after step(s) {KILLS[scheduler]}, max abs vs uninterrupted {difference}")
     assert difference == 0.0
     assert not (tmp_path / "state" / STATE_FILE).exists()  # the video is written: the state is gone
+
+
+def test_a_killed_two_process_run_resumes_on_both_ranks(tmp_path, tiny_models, vector_a_inputs, one_thread):
+    """torchrun, 2 ranks on gloo: rank 0 (the rank that writes the state) is SIGKILLed after step 1 and the
+    launch ends; the same launch again resumes on both ranks from the file rank 0 wrote (each rank reads it;
+    they check they start from the same step and latents) and writes one process's video (the bound of
+    tests/test_distributed.py for 2 ranks vs 1 process)."""
+    from test_distributed import TOLERANCE, free_port
+
+    from musepose.pipeline import MusePosePipeline, SamplingSettings
+
+    expected = MusePosePipeline(tiny_models)(*vector_a_inputs, SamplingSettings(scheduler="dpmpp_2m", **RUN)).numpy()
+    args = _cli(tmp_path, "dpmpp_2m", dry=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    results = []
+    for kill in ("1", None):
+        env.pop("MUSEPOSE_TEST_KILL_AFTER_STEP", None)
+        if kill:
+            env["MUSEPOSE_TEST_KILL_AFTER_STEP"] = kill
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                   str(free_port()), str(REPO / "tests" / "resume_kill.py"), *args, "--distributed",
+                   "--dist-timeout", "60"]
+        results.append(subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600))
+    killed, resumed = results
+    assert killed.returncode != 0 and "test: killed after step 1" in killed.stderr, killed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count("resumed at step 1 of 3") == 1 and "on 2 ranks" in resumed.stdout
+    difference = max_abs(np.load(tmp_path / "v.npy"), expected)
+    print(f"2 ranks, rank 0 killed after step 1 and resumed: max abs vs one process {difference:.3g}")
+    assert difference <= TOLERANCE

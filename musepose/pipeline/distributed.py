@@ -11,7 +11,9 @@ Start it with torchrun (``torchrun --nproc-per-node N [--nnodes M ...] -m musepo
   the same on every rank, so only the predictions travel;
 * takes the same scheduler step: the noise comes from a seeded CPU generator, and after every step
   the ranks compare a checksum of their latents (a mismatch is an error, not a silent drift);
-* decodes a contiguous chunk of the frames; rank 0 gathers them and alone writes the outputs.
+* decodes a contiguous chunk of the frames; rank 0 gathers them and alone writes the outputs;
+* with ``--checkpoint-dir``, rank 0 alone writes the state after each step; a resumed launch's ranks each
+  read it (so the folder must be one they share) and check they start from the same step and latents.
 
 A rank that dies or stops answering must not leave the others waiting: every collective runs under
 the group's timeout (``init_process_group(timeout=...)``; on NCCL with blocking waits, so a timeout is
