@@ -185,7 +185,7 @@ def _cli(tmp_path, scheduler: str, *extra, kill: int | None = None, dry: bool = 
     return its arguments."""
     args = ["generate", "--weights-dir", str(WEIGHTS), "--ref", str(VECTOR_A / "inputs" / "ref.png"),
             "--poses", str(VECTOR_A / "inputs" / "pose"), "--scheduler", scheduler, "--precision", "fp32",
-            "--device", "cpu", "--checkpoint-dir", str(tmp_path / "state"), "--out", str(tmp_path / "v.mp4"),
+            *([] if "--devices" in extra else ["--device", "cpu"]), "--checkpoint-dir", str(tmp_path / "state"), "--out", str(tmp_path / "v.mp4"),
             "--save-array", str(tmp_path / "v.npy")]
     for key, value in RUN.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
@@ -200,8 +200,10 @@ def _cli(tmp_path, scheduler: str, *extra, kill: int | None = None, dry: bool = 
 
 
 #: scheduler -> the steps a run is killed after, one kill per process (the next process resumes and is killed
-#: again); ddim also meets a changed setting, euler's last process starts afresh instead of resuming.
+#: again); ddim also meets a changed setting, euler's last process starts afresh instead of resuming, unipc's
+#: resumes on two devices of one process (--devices: same latents as one device, so the same video).
 KILLS = {"ddim": (2,), "euler": (1,), "unipc": (1, 2), "dpmpp_2m": (1, 2)}
+LAST_RUN = {"euler": ["--fresh"], "unipc": ["--devices", "cpu,cpu"]}
 
 
 @pytest.mark.parametrize("scheduler", list(KILLS))
@@ -222,7 +224,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_video(tmp_path, tiny_models, 
         refused = _cli(tmp_path, scheduler, "--cfg", "4")
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert "what differs: cfg 3.5 -> 4.0" in refused.stderr and "--fresh" in refused.stderr
-    final = _cli(tmp_path, scheduler, *(["--fresh"] if scheduler == "euler" else []))
+    final = _cli(tmp_path, scheduler, *LAST_RUN.get(scheduler, []))
     assert final.returncode == 0, final.stderr[-3000:]
     if scheduler == "euler":
         assert "resumed" not in final.stderr
@@ -230,6 +232,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_video(tmp_path, tiny_models, 
         assert f"resumed at step {resumed_from} of 3" in final.stderr
         assert "time left: about" in final.stderr  # the interrupted run's pace, before the first step
     assert "elapsed 0:" in final.stderr and " left" in final.stderr  # the progress line
+    assert ("on 2 devices (cpu, cpu)" in final.stdout) == (scheduler == "unipc")
     difference = max_abs(np.load(tmp_path / "v.npy"), expected)
     print(f"{scheduler}: killed after step(s) {KILLS[scheduler]}, max abs vs uninterrupted {difference}")
     assert difference == 0.0
