@@ -267,3 +267,22 @@ def test_a_killed_two_process_run_resumes_on_both_ranks(tmp_path, tiny_models, v
     difference = max_abs(np.load(tmp_path / "v.npy"), expected)
     print(f"2 ranks, rank 0 killed after step 1 and resumed: max abs vs one process {difference:.3g}")
     assert difference <= TOLERANCE
+
+
+def test_a_state_after_the_last_step_returns_its_latents_without_sampling(tiny_models, vector_a_inputs):
+    """Sampling had finished when the run failed (in decoding, say): the same run again only says so and
+    returns the latents, without running a network."""
+    from musepose.pipeline import MusePosePipeline, SamplingSettings
+
+    settings = SamplingSettings(**{**RUN, "steps": 1})
+    pipe = MusePosePipeline(tiny_models)
+    checkpoints = Checkpoints()
+    latents = pipe.sample(*vector_a_inputs, settings, checkpoints=checkpoints)
+    assert checkpoints.saved().step == 1
+    said, calls = [], []
+    hook = tiny_models.denoising_unet.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        again = pipe.sample(*vector_a_inputs, settings, checkpoints=checkpoints, on_message=said.append)
+    finally:
+        hook.remove()
+    assert "resumed at step 1 of 1" in said and not calls and torch.equal(again, latents)
