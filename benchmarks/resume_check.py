@@ -60,7 +60,8 @@ def child(argv: list[str]) -> int:
 def run(args, name: str, extra: list[str], kill: int | None = None) -> tuple[subprocess.CompletedProcess, list, float]:
     log = Path(args.work) / f"{name}.jsonl"
     log.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(REPO), **{LOG_ENV: str(log)})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               **{LOG_ENV: str(log)})
     env.pop("MUSEPOSE_TEST_KILL_AFTER_STEP", None)
     if args.memory_gb:
         env[CAP_ENV] = str(args.memory_gb)
