@@ -286,3 +286,28 @@ def test_a_state_after_the_last_step_returns_its_latents_without_sampling(tiny_m
     finally:
         hook.remove()
     assert "resumed at step 1 of 1" in said and not calls and torch.equal(again, latents)
+
+
+def test_the_time_ahead_is_said_before_the_first_step():
+    """A resumed run: the interrupted run's pace; a new run on a GPU: the planner's figure; on the CPU:
+    nothing (the planner has no CPU time model)."""
+    from musepose.pipeline.memory import MemoryConfig
+    from musepose.pipeline.planner import Job, WeightBytes, estimate
+    from musepose.pipeline.sampler import SamplingStats, _say_time_ahead
+    from musepose.pipeline.timeleft import clock
+
+    job = Job(width=768, height=768, window_frames=48, video_frames=300, windows=7, steps=20)
+    config = MemoryConfig(estimate=estimate(MemoryConfig(), job, WeightBytes.full_size()))
+    stats = SamplingStats(units_per_step=7, units_left=70)
+    said = []
+    _say_time_ahead(said.append, None, stats, config, torch.device("cpu"))
+    assert said == []
+    _say_time_ahead(said.append, None, stats, config, torch.device("cuda"))
+    assert 0 < config.estimate.sampling_seconds < config.estimate.seconds
+    assert said == [f"time: about {clock(config.estimate.sampling_seconds)} of sampling by the planner's model of an "
+                    "H100-class GPU; the estimate from this run's own steps follows the first window"]
+    resumed = _small_state()
+    resumed.unit_seconds = [9.0] * 7 + [2.0] * 7  # a slow first step, then 2 s a window batch
+    said.clear()
+    _say_time_ahead(said.append, resumed, stats, config, torch.device("cuda"))
+    assert said == ["time left: about 2:20 (at the interrupted run's pace)"]  # 70 batches x 2 s
