@@ -99,6 +99,10 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/musepose.mp4", help="output .mp4 path")
     p.add_argument("--save-array", default=None,
                    help="also write the frames as float32 [frames, height, width, 3] in [0, 1] (.npy)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="keep the run's state here after every denoising step; the same command again resumes "
+                        "from the last finished step (another input or setting is refused)")
+    p.add_argument("--fresh", action="store_true", help="with --checkpoint-dir: ignore a saved state, start afresh")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,16 +199,20 @@ def run_plan(args) -> int:
 
 
 class _ProgressBar:
-    """A tqdm bar fed by the pipeline's (done, total) callback."""
+    """A tqdm bar fed by the pipeline's (done, total) callback; ``status()`` (the elapsed time and the
+    estimate of the time left) is shown after the counts, instead of tqdm's own rate-based estimate."""
 
-    def __init__(self, desc: str):
+    def __init__(self, desc: str, status=None):
         from tqdm.auto import tqdm
 
-        self._tqdm, self._bar, self.desc = tqdm, None, desc
+        self._tqdm, self._bar, self.desc, self.status = tqdm, None, desc, status
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
-            self._bar = self._tqdm(total=total, desc=self.desc, unit="win", file=sys.stderr)
+            self._bar = self._tqdm(total=total, desc=self.desc, unit="win", file=sys.stderr,
+                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}")
+        if self.status is not None:
+            self._bar.set_postfix_str(self.status(), refresh=False)
         self._bar.update(done - self._bar.n)
         if done >= total:
             self._bar.close()
@@ -332,10 +340,11 @@ def _generate(args, group=None) -> int:
     memory = MemorySettings(offload=args.offload, cfg_mode=args.cfg_mode, decode_chunk=args.decode_chunk,
                             budget_bytes=int(args.vram_gb * 1e9) if args.vram_gb else None, keep_weights=False)
     say = (lambda text: print(text, file=sys.stderr)) if lead else (lambda text: None)
-    bar = _ProgressBar("sampling") if lead else None
+    bar = _ProgressBar("sampling", lambda: pipe.stats.progress_text()) if lead else None
+    checkpoints = _checkpoints(args)
     try:
         latents = pipe.sample(reference, poses, settings, memory, progress=bar, on_message=say, replicas=replicas,
-                              group=group)
+                              group=group, checkpoints=checkpoints)
     finally:
         if bar is not None:
             bar.close()
@@ -357,9 +366,22 @@ def _generate(args, group=None) -> int:
              f" on {group.world_size} ranks" if group is not None and group.world_size > 1 else "")
     print(f"wrote {out} ({array.shape[0]} frames, {array.shape[2]}x{array.shape[1]}, {fps:g} fps) in "
           f"{time.perf_counter() - started:.1f} s{where}")
-    print(f"time per step {np.mean(steps):.3f} s over {len(steps)} steps; reference {pipe.stats.reference_seconds:.2f} s; "
-          f"decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
+    print(f"time per step {np.mean(steps) if steps else 0:.3f} s over {len(steps)} steps; reference "
+          f"{pipe.stats.reference_seconds:.2f} s; decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
+    if checkpoints is not None:  # the video is written: the state has served
+        checkpoints.discard()
     return 0
+
+
+def _checkpoints(args):
+    """``--checkpoint-dir``/``--fresh`` as the sampler's checkpoints (None without a folder)."""
+    if not args.checkpoint_dir:
+        if args.fresh:
+            raise SystemExit("error: --fresh goes with --checkpoint-dir")
+        return None
+    from .pipeline.resume import Checkpoints, ResumeSettings
+
+    return Checkpoints(ResumeSettings(directory=args.checkpoint_dir, fresh=args.fresh))
 
 
 def run_demo(args) -> int:

@@ -6,7 +6,7 @@ from .decode_node import MusePoseDecode
 from .loader_node import MusePoseModelLoader
 from .model_cache import MODEL_CACHE
 from .pose_nodes import POSE_NODE_CLASS_MAPPINGS, POSE_NODE_DISPLAY_NAME_MAPPINGS
-from .sampler_node import MusePoseSampler
+from .sampler_node import MusePoseSampler, drop_sampler_state
 from ..musepose.pose.cache import DEFAULT_POSE_CACHE
 
 NODE_CLASS_MAPPINGS = {
@@ -38,5 +38,6 @@ def _release_pose_sessions() -> None:
 # ComfyUI's Free ("Unload models", POST /free) lets go of what the pack holds in memory.
 host.on_free(MODEL_CACHE.release)
 host.on_free(_release_pose_sessions)
+host.on_free(drop_sampler_state)  # an interrupted Sampler run's finished steps
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -173,6 +173,16 @@ def resolve_model_file(kind: str, relative_name: str) -> str | None:
     return find_model_file(kind, [relative_name])
 
 
+def temp_directory() -> str:
+    """ComfyUI's temp folder (ComfyUI empties it when it starts and when it exits), or, without ComfyUI, a
+    ``musepose-express`` folder in the system's temp folder."""
+    if HAS_COMFY:
+        return _folder_paths.get_temp_directory()
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "musepose-express")
+
+
 def default_model_dir(kind: str) -> str:
     """Where a downloaded file of ``kind`` goes: the first search path (ComfyUI's ``models/<kind>``)."""
     paths = model_search_paths(kind)
@@ -639,6 +649,7 @@ class NodeMessages:
     def __init__(self, node_id: str | None):
         self.node_id = node_id
         self.lines: list[str] = []
+        self.status: str | None = None  # a last line that each set_status replaces
         self._lock = threading.Lock()
 
     def add(self, message: str, verbatim: bool = False) -> bool:
@@ -647,10 +658,21 @@ class NodeMessages:
             if not line or line in self.lines:
                 return False
             self.lines.append(line)
-            text = "\n".join(self.lines)
+            text = self._text()
         if self.node_id is not None:
             send_node_text(self.node_id, text)
         return True
+
+    def set_status(self, text: str | None) -> None:
+        """Show ``text`` below the lines in place of the previous status (None: no status line)."""
+        with self._lock:
+            self.status = text
+            shown = self._text()
+        if self.node_id is not None:
+            send_node_text(self.node_id, shown)
+
+    def _text(self) -> str:
+        return "\n".join(self.lines + ([self.status] if self.status else []))
 
 
 _runs: list[NodeMessages] = []
@@ -726,6 +748,14 @@ def say(text: str) -> None:
     run = current_messages()
     if run is not None:
         run.add(text, verbatim=True)
+
+
+def show_status(text: str | None) -> None:
+    """A status line on the running node (the Sampler's elapsed time and time left), replaced by the next
+    one; None removes it. Not logged: it changes after every window."""
+    run = current_messages()
+    if run is not None:
+        run.set_status(text)
 
 
 @contextlib.contextmanager

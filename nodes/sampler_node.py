@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 
 
@@ -80,6 +81,31 @@ def large_run_note(settings, musepose) -> str | None:
 
 def count_window_batches(settings) -> int:
     return math.ceil(len(settings.windows()) / settings.windows_per_batch)
+
+
+#: A run that has lasted this long keeps its state in ComfyUI's temp folder instead of RAM (seconds).
+LONG_RUN_S = 60.0
+_checkpoints = []  # the pack's one saved Sampler state (made on first use: the engine loads with the nodes' runs)
+
+
+def sampler_checkpoints():
+    """The Sampler's saved state, one for the pack: the last interrupted run's finished steps. A Cancel or an
+    error keeps them (in memory; in ComfyUI's temp folder once a run has lasted ``LONG_RUN_S``); the same
+    inputs queued again resume; other inputs replace them (a warning says what changed); a finished run and
+    ComfyUI's Free drop them (:func:`drop_sampler_state`)."""
+    if not _checkpoints:
+        from ..musepose.pipeline.resume import Checkpoints, ResumeSettings
+
+        folder = os.path.join(host.temp_directory(), "musepose-sampler-state")
+        _checkpoints.append(Checkpoints(ResumeSettings(directory=folder, on_change="restart",
+                                                       disk_after_s=LONG_RUN_S)))
+    return _checkpoints[0]
+
+
+def drop_sampler_state() -> None:
+    """Forget the saved Sampler state, in memory and on disk (ComfyUI's Free)."""
+    if _checkpoints:
+        _checkpoints[0].discard()
 
 
 class MusePoseSampler:
@@ -182,17 +208,24 @@ class MusePoseSampler:
             host.say(note)
         progress = host.Progress(settings.steps * count_window_batches(settings))
         previews = LatestPreview(host.make_previewer())
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(1, previews.image())
-
         pipeline = musepose.pipeline
+
+        def on_progress(done: int, total: int) -> None:  # done counts the whole run (a resumed one starts late)
+            host.show_status(pipeline.stats.progress_text())
+            progress.update(done - progress.value, previews.image())
+
         started = time.perf_counter()
-        with attention_backend(musepose.attention):
-            latents = pipeline.sample(reference_image[0], pose_images, settings, musepose.memory(cfg_mode=cfg_mode),
-                                      progress=on_progress, check_interrupt=host.check_interrupt,
-                                      on_step=previews.on_step if previews.enabled else None, on_message=host.say,
-                                      replicas=musepose.replicas())
+        checkpoints = sampler_checkpoints()
+        try:
+            with attention_backend(musepose.attention):
+                latents = pipeline.sample(reference_image[0], pose_images, settings,
+                                          musepose.memory(cfg_mode=cfg_mode), progress=on_progress,
+                                          check_interrupt=host.check_interrupt,
+                                          on_step=previews.on_step if previews.enabled else None, on_message=host.say,
+                                          replicas=musepose.replicas(), checkpoints=checkpoints)
+        finally:
+            host.show_status(None)
+        checkpoints.discard()  # the output is ComfyUI's now (its cache keeps it)
         seconds = time.perf_counter() - started
         per_step = sum(pipeline.stats.seconds_per_step) / max(1, len(pipeline.stats.seconds_per_step))
         host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} step{'s' if settings.steps != 1 else ''} in "

@@ -88,7 +88,11 @@ def test_sampler_says_each_size_fact_once(pack, shown, tmp_path, monkeypatch):
     finally:
         host.remove_standalone_model_root(str(models))
         pack.nodes.model_cache.MODEL_CACHE.clear()
-    assert [node for node, _ in shown] == ["5"] * 5, shown
+    assert {node for node, _ in shown} == {"5"}, shown
+    # while it sampled, a status line (elapsed time, time left) stood below the facts, then went
+    statuses = [text.split("\n")[-1] for _, text in shown if text.split("\n")[-1].startswith("elapsed ")]
+    assert len(statuses) == 1 and statuses[0].endswith(" left")  # 1 step x 1 window
+    assert len(shown) == 5 + len(statuses) + 1  # each fact, each status, the status removed
     lines = shown[-1][1].split("\n")
     assert len(lines) == 5, lines
     assert lines[0] == "Width/height 100x132 are not multiples of 8: using 96x128"

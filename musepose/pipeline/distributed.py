@@ -11,7 +11,9 @@ Start it with torchrun (``torchrun --nproc-per-node N [--nnodes M ...] -m musepo
   the same on every rank, so only the predictions travel;
 * takes the same scheduler step: the noise comes from a seeded CPU generator, and after every step
   the ranks compare a checksum of their latents (a mismatch is an error, not a silent drift);
-* decodes a contiguous chunk of the frames; rank 0 gathers them and alone writes the outputs.
+* decodes a contiguous chunk of the frames; rank 0 gathers them and alone writes the outputs;
+* with ``--checkpoint-dir``, rank 0 alone writes the state after each step; a resumed launch's ranks each
+  read it (so the folder must be one they share) and check they start from the same step and latents.
 
 A rank that dies or stops answering must not leave the others waiting: every collective runs under
 the group's timeout (``init_process_group(timeout=...)``; on NCCL with blocking waits, so a timeout is
@@ -21,6 +23,7 @@ says in one line which rank saw what, during which part of the run.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -97,15 +100,19 @@ class DistributedGroup:
         if int(values[0]) != -int(values[1]):
             raise DistributedError(f"{self.name}: the ranks disagree on {what}" + (f": {hint}" if hint else ""))
 
-    def check_same_run(self, settings, pose_frames, reference) -> None:
-        """Every rank must run the same job: same settings, pose frames and reference image."""
-        from .preprocess import to_uint8_rgb
-
-        crc = zlib.crc32(repr(settings).encode())
-        crc = zlib.crc32(np.ascontiguousarray(pose_frames.frames), crc)
-        crc = zlib.crc32(np.ascontiguousarray(to_uint8_rgb(reference)), crc)
+    def check_same_run(self, fingerprint: dict[str, str]) -> None:
+        """Every rank must run the same job: same settings, inputs and weights (the run's fingerprint,
+        :func:`~musepose.pipeline.resume.run_fingerprint`)."""
+        crc = zlib.crc32(json.dumps(fingerprint, sort_keys=True).encode())
         self.check_same(crc, "the settings and inputs",
-                        "give every rank the same options, reference image and pose frames")
+                        "give every rank the same options, reference image, pose frames and weights")
+
+    def check_same_start(self, step: int, latents: torch.Tensor) -> None:
+        """Every rank starts from the same step and latents: a resumed run's ranks each read the saved state."""
+        crc = zlib.crc32(np.ascontiguousarray(latents.detach().cpu().numpy()))
+        self.check_same(step << 32 | crc, "the step the run starts from",
+                        "a resumed run's ranks must all read the same state: give them the same --checkpoint-dir, "
+                        "on a file system they share")
 
     def step_done(self, step: int, latents: torch.Tensor) -> None:
         """After a scheduler step: the ranks' latents must be identical (they took the same step)."""

@@ -128,6 +128,7 @@ class Estimate:
     where: str  # the stage (and layer) of the peak
     flops_per_window_step: float
     seconds: float  # the whole run, on the model device
+    sampling_seconds: float  # the denoising steps alone (what the time left of a starting run counts)
 
     @property
     def sampling_peak(self) -> float:
@@ -539,4 +540,4 @@ def estimate(config, job: Job, weights: WeightBytes, device: Device = DEVICE) ->
     seconds = run + decode + moves
     return Estimate(stages=stages, weights=held_weights, peak_bytes=stages[peak_stage], peak_before_decode=before_decode,
                     where=peak_stage + (f" ({where})" if peak_stage == "sampling" else ""),
-                    flops_per_window_step=flops_step / k, seconds=seconds)
+                    flops_per_window_step=flops_step / k, seconds=seconds, sampling_seconds=run)

@@ -39,7 +39,9 @@ from .parallel import WindowDealer
 from .placement import EnginePlacement, ModelPlacement, bytes_on
 from .planner import Job, WeightBytes
 from .preprocess import InputError, PoseFrames, clip_pixel_values, round_size, to_uint8_rgb, vae_image_tensor
+from .resume import Checkpoints, run_fingerprint, step_state
 from .schedulers import SCHEDULERS, make_scheduler
+from .timeleft import clock, progress_text, seconds_left
 
 if TYPE_CHECKING:
     from .distributed import DistributedGroup
@@ -116,12 +118,39 @@ class SamplingSettings:
 
 @dataclass
 class SamplingStats:
-    """Timings of the last run (seconds) and the memory configurations it used."""
+    """Timings of the last run (seconds) and the memory configurations it used.
+
+    ``unit_seconds``: how long each window batch this process finished took (from the previous one's end:
+    scheduler steps, collectives and state saving included), in order; ``units_per_step`` of them make a
+    step and ``units_left`` remain. :meth:`time_left` and :meth:`progress_text` read them while the run goes.
+    """
 
     seconds_per_step: list[float] = field(default_factory=list)
     reference_seconds: float = 0.0
     decode_seconds: float = 0.0
     memory: list[MemoryConfig] = field(default_factory=list)
+    unit_seconds: list[float] = field(default_factory=list)
+    units_per_step: int = 1
+    units_left: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def unit_done(self, since: float) -> float:
+        """Record a window batch that started at ``since``; returns now (the next one's start)."""
+        now = time.perf_counter()
+        self.unit_seconds.append(now - since)
+        self.units_left -= 1
+        return now
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def time_left(self) -> float | None:
+        """Estimated seconds of sampling left (:func:`~musepose.pipeline.timeleft.seconds_left`)."""
+        return seconds_left(self.unit_seconds, self.units_left, self.units_per_step)
+
+    def progress_text(self) -> str:
+        """``elapsed 1:02, about 3:10 left``."""
+        return progress_text(self.elapsed(), self.time_left())
 
 
 class MusePosePipeline:
@@ -239,87 +268,71 @@ class MusePosePipeline:
                progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
                trace: dict | None = None, on_step: StepCallback | None = None,
                on_message: MessageCallback | None = None, replicas: Sequence["MusePosePipeline"] = (),
-               group: "DistributedGroup | None" = None) -> torch.Tensor:
+               group: "DistributedGroup | None" = None, checkpoints: Checkpoints | None = None) -> torch.Tensor:
         """Denoised latents ``(1, 4, F, H/8, W/8)`` float32 on the CPU (before the 1/0.18215 scaling).
 
         ``replicas``: pipelines on more devices of this process (:func:`~musepose.pipeline.parallel.replicate`)
         that share each step's window batches with this one. ``group``: this process's rank in a
         torch.distributed run (:mod:`musepose.pipeline.distributed`): it runs its share of the batches
         and the ranks' predictions are summed. Either way the result is the one-device result.
+        ``checkpoints``: keeps the state after each step (:mod:`musepose.pipeline.resume`); a saved state of
+        this run is continued, to the latents an uninterrupted run ends with. ``progress`` counts the whole
+        run's window batches (a resumed run starts past the finished steps); :attr:`stats` has the time left.
         """
-        if not isinstance(pose_frames, PoseFrames):
-            n = len(pose_frames) if not isinstance(pose_frames, (np.ndarray, torch.Tensor)) else pose_frames.shape[0]
-            settings = settings.validated(n)
-            pose_frames = PoseFrames(pose_frames, settings.width, settings.height, settings.aspect)
-        else:
-            settings = settings.validated(len(pose_frames))
+        settings, pose_frames = _prepared(settings, pose_frames)
+        fingerprint = (run_fingerprint(settings, reference, pose_frames, self.models)
+                       if group is not None or checkpoints is not None else None)
         if group is not None:
-            group.check_same_run(settings, pose_frames, reference)
+            group.check_same_run(fingerprint)
         say = on_message or logger.info
         keep = memory.keep_weights if isinstance(memory, MemorySettings) else True
         configs = self.plan_memory(settings, memory)
-        config = configs[0]
-        say("memory: " + config.describe())
-        self.stats = SamplingStats(memory=[config])
-        m = self.models
-        guided = settings.cfg > 1.0
-        started = time.perf_counter()
-        cond = self.encode_reference(reference, settings.width, settings.height, settings.aspect, trace, config,
+        say("memory: " + configs[0].describe())
+        self.stats = SamplingStats(memory=[configs[0]])
+        scheduler, latents, resumed = self._starting_point(settings, checkpoints, fingerprint, group, say)
+        first_step = resumed.step if resumed else 0
+        if first_step == settings.steps:  # sampling had finished (what failed came after it)
+            return latents
+        cond = self.encode_reference(reference, settings.width, settings.height, settings.aspect, trace, configs[0],
                                      keep, check_interrupt)
-        self.stats.reference_seconds = time.perf_counter() - started
-
-        scheduler = make_scheduler(settings.scheduler)
-        scheduler.set_timesteps(settings.steps, device="cpu")
-        latents = self.initial_noise(settings) * scheduler.init_noise_sigma
-        frames = settings.frames
-        windows = settings.windows()
-        batches = [windows[i:i + settings.windows_per_batch] for i in range(0, len(windows), settings.windows_per_batch)]
-        weights = [window_weights(len(w), settings.blending) for w in windows]
-        weight_sum = torch.zeros(frames)
-        for window, w in zip(windows, weights):
-            weight_sum.index_add_(0, torch.tensor(window), w)
+        self.stats.reference_seconds = time.perf_counter() - self.stats.started
+        plan = _window_plan(settings)
         if trace is not None:
-            trace.update(init_latents=latents.clone(), windows=windows, timesteps=scheduler.timesteps.tolist(),
+            trace.update(init_latents=latents.clone(), windows=plan[0], timesteps=scheduler.timesteps.tolist(),
                          noise_pred_steps=[], latents_steps=[latents.clone()])
-
-        branches = 2 if guided else 1
-        context = torch.cat([torch.zeros_like(cond), cond]) if guided else cond
+        context = torch.cat([torch.zeros_like(cond), cond]) if settings.cfg > 1.0 else cond
         # This process's batches (a rank's share), dealt over its devices; results come back in order.
-        batch_ids = range(len(batches)) if group is None else group.share(len(batches))
+        batch_ids = range(len(plan[1])) if group is None else group.share(len(plan[1]))
         dealer = WindowDealer(self, configs, replicas, settings, pose_frames, memory, check_interrupt, say, batch_ids)
-        total_units = len(scheduler.timesteps) * len(dealer.batch_ids)
-        done = 0
+        steps, per_step = len(scheduler.timesteps), len(dealer.batch_ids)
+        self.stats.units_per_step, self.stats.units_left = per_step, (steps - first_step) * per_step
+        _say_time_ahead(say, resumed, self.stats, configs[0], self.device)
+        done, mark = first_step * per_step, time.perf_counter()
+
+        def unit_done() -> None:
+            nonlocal done, mark
+            done, mark = done + 1, self.stats.unit_done(mark)
+            if progress is not None:
+                progress(done, steps * per_step)
+
         try:
             dealer.start()
-            for step_index, t in enumerate(scheduler.timesteps):
+            for step_index in range(first_step, steps):
+                t = scheduler.timesteps[step_index]
                 step_started = time.perf_counter()
-                accumulated = torch.zeros((branches, *latents.shape[1:]), device=self.device, dtype=torch.float32)
-                for batch_index, pred in dealer.predictions(latents, batches, t, scheduler, context, guided):
-                    batch_windows = batches[batch_index]
-                    for j, window in enumerate(batch_windows):
-                        index = torch.tensor(window, device=self.device)
-                        w = weights[windows.index(window)].to(self.device).view(1, 1, -1, 1, 1)
-                        for branch in range(branches):
-                            contribution = pred[branch * len(batch_windows) + j].float()[None] * w
-                            accumulated[branch:branch + 1].index_add_(2, index, contribution)
-                    del pred
-                    done += 1
-                    if progress is not None:
-                        progress(done, total_units)
-                if group is not None:  # every rank gets the sum of all ranks' predictions
-                    accumulated = group.all_reduce(accumulated, f"step {step_index + 1}: summing the predictions")
-                noise_pred = (accumulated / weight_sum.to(self.device).view(1, 1, -1, 1, 1)).cpu()
-                del accumulated
-                if guided:
-                    uncond, text = noise_pred.chunk(2)
-                    noise_pred = uncond + settings.cfg * (text - uncond)
+                noise_pred = self._noise_prediction(dealer, latents, t, scheduler, context, settings, plan, group,
+                                                    f"step {step_index + 1}: summing the predictions", unit_done)
                 step_output = scheduler.step(noise_pred, t, latents)
                 latents = step_output.prev_sample
                 if group is not None:
                     group.step_done(step_index + 1, latents)
+                if checkpoints is not None:
+                    checkpoints.save(step_state(step_index + 1, steps, latents, scheduler, fingerprint,
+                                                self.stats.unit_seconds), self.stats.elapsed(),
+                                     write=group is None or group.rank == 0)
                 if on_step is not None:
                     denoised = getattr(step_output, "pred_original_sample", None)
-                    on_step(step_index + 1, len(scheduler.timesteps), latents if denoised is None else denoised)
+                    on_step(step_index + 1, steps, latents if denoised is None else denoised)
                 if trace is not None:
                     trace["noise_pred_steps"].append(noise_pred.clone())
                     trace["latents_steps"].append(latents.clone())
@@ -327,9 +340,52 @@ class MusePosePipeline:
         finally:
             dealer.stop(keep)
             self.state.clear()  # the reference features and their K/V are done with
-        config = dealer.config
-        self._done_with(config, keep, m.denoising_unet, m.pose_guider)
+        self._done_with(dealer.config, keep, self.models.denoising_unet, self.models.pose_guider)
         return latents
+
+    def _starting_point(self, settings: SamplingSettings, checkpoints: Checkpoints | None, fingerprint, group,
+                        say: MessageCallback):
+        """``(scheduler, latents, resumed)``: the scheduler with its timesteps and the initial noise, or both
+        as a saved state of this run left them (``resumed``: that :class:`~musepose.pipeline.resume.StepState`,
+        else None). Every rank of a group must start from the same point."""
+        scheduler = make_scheduler(settings.scheduler)
+        scheduler.set_timesteps(settings.steps, device="cpu")
+        resumed = checkpoints.restore(fingerprint, scheduler) if checkpoints is not None else None
+        latents = resumed.latents if resumed else self.initial_noise(settings) * scheduler.init_noise_sigma
+        if group is not None:
+            group.check_same_start(resumed.step if resumed else 0, latents)
+        if resumed:
+            say(f"resumed at step {resumed.step} of {settings.steps}")
+        return scheduler, latents, resumed
+
+    def _noise_prediction(self, dealer: WindowDealer, latents: torch.Tensor, t, scheduler, context: torch.Tensor,
+                          settings: SamplingSettings, plan, group: "DistributedGroup | None", what: str,
+                          unit_done: Callable[[], None]) -> torch.Tensor:
+        """One step's noise prediction ``(1, 4, F, h, w)`` float32 on the CPU: this process's window batches
+        blended (``plan``: :func:`_window_plan`), summed over the ranks, guidance applied. ``unit_done()``
+        after each batch."""
+        windows, batches, weights, weight_sum = plan
+        guided = settings.cfg > 1.0
+        branches = 2 if guided else 1
+        accumulated = torch.zeros((branches, *latents.shape[1:]), device=self.device, dtype=torch.float32)
+        for batch_index, pred in dealer.predictions(latents, batches, t, scheduler, context, guided):
+            batch_windows = batches[batch_index]
+            for j, window in enumerate(batch_windows):
+                index = torch.tensor(window, device=self.device)
+                w = weights[windows.index(window)].to(self.device).view(1, 1, -1, 1, 1)
+                for branch in range(branches):
+                    contribution = pred[branch * len(batch_windows) + j].float()[None] * w
+                    accumulated[branch:branch + 1].index_add_(2, index, contribution)
+            del pred
+            unit_done()
+        if group is not None:  # every rank gets the sum of all ranks' predictions
+            accumulated = group.all_reduce(accumulated, what)
+        noise_pred = (accumulated / weight_sum.to(self.device).view(1, 1, -1, 1, 1)).cpu()
+        del accumulated
+        if guided:
+            uncond, text = noise_pred.chunk(2)
+            noise_pred = uncond + settings.cfg * (text - uncond)
+        return noise_pred
 
     def _unet(self, x, t, encoder_states, pose_features, num_uncond: int,
               check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
@@ -415,6 +471,40 @@ class MusePosePipeline:
         if trace is not None:
             trace["final_latents"] = latents.clone()
         return self.decode(latents, self.stats.memory[-1], check_interrupt=check_interrupt)
+
+
+def _prepared(settings: SamplingSettings, pose_frames) -> tuple[SamplingSettings, PoseFrames]:
+    """Validated settings and the pose frames at the output size (a PoseFrames is used as it is)."""
+    if isinstance(pose_frames, PoseFrames):
+        return settings.validated(len(pose_frames)), pose_frames
+    n = len(pose_frames) if not isinstance(pose_frames, (np.ndarray, torch.Tensor)) else pose_frames.shape[0]
+    settings = settings.validated(n)
+    return settings, PoseFrames(pose_frames, settings.width, settings.height, settings.aspect)
+
+
+def _window_plan(settings: SamplingSettings):
+    """``(windows, batches, weights, weight_sum)``: the context windows, their batches of
+    ``windows_per_batch``, each window's blending weights ``(C,)`` and their sum per frame ``(F,)``."""
+    windows = settings.windows()
+    batches = [windows[i:i + settings.windows_per_batch] for i in range(0, len(windows), settings.windows_per_batch)]
+    weights = [window_weights(len(w), settings.blending) for w in windows]
+    weight_sum = torch.zeros(settings.frames)
+    for window, w in zip(windows, weights):
+        weight_sum.index_add_(0, torch.tensor(window), w)
+    return windows, batches, weights, weight_sum
+
+
+def _say_time_ahead(say: MessageCallback, resumed, stats: SamplingStats, config: MemoryConfig,
+                    device: torch.device) -> None:
+    """Before the first step: the time the sampling should take. A resumed run goes by the interrupted
+    run's pace; a new run on a GPU by the planner's figure (a model of an H100-class GPU, so only a first
+    idea); on the CPU the planner has no time model and the estimate waits for the first window batch."""
+    if resumed is not None and resumed.unit_seconds:
+        left = seconds_left(resumed.unit_seconds, stats.units_left, stats.units_per_step)
+        say(f"time left: about {clock(left)} (at the interrupted run's pace)")
+    elif resumed is None and device.type == "cuda" and config.estimate is not None:
+        say(f"time: about {clock(config.estimate.sampling_seconds)} of sampling by the planner's model of an "
+            "H100-class GPU; the estimate from this run's own steps follows the first window")
 
 
 def _vae_config(models: MusePoseModels) -> dict:
