@@ -7,7 +7,12 @@
 // is never saved: serialize = false keeps it out of the workflow's widgets_values, options.serialize = false
 // out of the prompt. Long texts scroll inside the box; once the run has ended, a node too small to show its
 // widgets and a few lines of the box grows (not earlier: while a node runs, the frontend's own progress text
-// takes room under it for the run only).
+// takes room under it).
+//
+// The frontend's progress text (a widget named "$$node-text-preview") shows the same lines while the node
+// runs. 1.42 and 1.58 take it away when the run ends; 1.35 keeps it, clipped to a few lines, and saves its
+// text into widgets_values (its serialize flag is left unset). On our nodes, once the run has ended and our
+// box shows the lines, it is removed as the newer frontends do; the next run adds it again.
 //
 // Only the extension API that frontends 1.35 to 1.58 share: app.registerExtension, beforeRegisterNodeDef,
 // onExecuted, LGraphNode.addDOMWidget, and the api's run events.
@@ -50,6 +55,7 @@ function messageBox(node) {
   return widget;
 }
 
+const PROGRESS_TEXT = "$$node-text-preview"; // the frontend's progress text widget (1.35 to 1.58)
 const shown = new Set(); // nodes given messages in the current run: fitted when it ends
 
 function show(node, lines) {
@@ -65,6 +71,11 @@ function fit() {
   // grow (never shrink) each node whose widgets and the box's minimum no longer fit
   for (const node of shown) {
     if (!node.graph) continue;
+    const progress = (node.widgets || []).find((w) => w.name === PROGRESS_TEXT);
+    if (progress) {
+      if (typeof node.removeWidget === "function") node.removeWidget(progress);
+      else { node.widgets.splice(node.widgets.indexOf(progress), 1); progress.onRemove?.(); }
+    }
     const least = node.computeSize();
     if (node.size[0] < least[0] || node.size[1] < least[1]) {
       node.setSize([Math.max(node.size[0], least[0]), Math.max(node.size[1], least[1])]);
