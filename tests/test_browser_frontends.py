@@ -3,8 +3,9 @@
 The first tests read the files only and always run. The browser check runs workflows/tools/screenshots.js with
 CHECK_ONLY=1 against a real ComfyUI server on the CPU (tests/comfy_support.py lays out its base directory with
 the tiny weights): each example workflow is opened from the template browser with no warning (console warnings
-and errors, toasts, missing-nodes dialog), run at 96x96 with 3 steps, and afterwards the Sampler, Decode and
-pose nodes show their messages in the read-only box ("memory: ..." on the Sampler), and saving the workflow
+and errors, toasts, missing-nodes dialog), run at 96x96 with 3 steps (Pose Align at 100x132, so that it and
+the Sampler it sizes warn), and afterwards the Sampler, Decode and pose nodes show their messages in the
+read-only box ("memory: ..." on the Sampler, "not a multiple of 8" on Pose Align), and saving the workflow
 leaves the box out. It needs COMFYUI_PATH, Chromium ($CHROMIUM or chromium on PATH), node and playwright-core
 (NODE_PATH naming the node_modules folder that holds it), and is skipped, saying which is missing, otherwise.
 
@@ -103,4 +104,6 @@ def test_workflows_load_run_and_keep_their_messages_in_the_browser(root, tmp_pat
         assert checked["problems"] == [], (result["frontend"], name, checked["problems"])
         sampler = [b for b in checked["boxes"] if b["type"] == "MusePoseSampler"]
         assert sampler and all("memory:" in (b["text"] or "") for b in sampler), (result["frontend"], name, sampler)
+        align = [b for b in checked["boxes"] if b["type"] == "MusePosePoseAlign"]
+        assert all("not a multiple of 8" in (b["text"] or "") for b in align), (result["frontend"], name, align)
     assert done.returncode == 0, output[-4000:]
