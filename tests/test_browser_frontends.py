@@ -86,7 +86,7 @@ def test_workflows_load_run_and_keep_their_messages_in_the_browser(root, tmp_pat
         pytest.skip("browser check needs " + ", ".join(missing) + " (docs/DEVELOPING.md)")
     from comfy_support import start_server
 
-    server = start_server(tmp_path / "base", ("--front-end-root", root) if root else ())
+    server = start_server(tmp_path, ("--front-end-root", root) if root else ())
     try:
         chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
         done = subprocess.run(["node", str(SCRIPT), server.url], cwd=REPO, capture_output=True, text=True,
