@@ -2,7 +2,9 @@
 
 The API files are the source of truth (tests run them); this keeps the drag-in versions in step.
 Node definitions come from our INPUT_TYPES and, for core nodes, tests/fixtures/comfy_core_nodes.json
-(a trimmed /object_info of ComfyUI 0.8.0). Run: ``python workflows/tools/ui_from_api.py``.
+(a trimmed /object_info of ComfyUI 0.8.0; 0.19.3 gives the same six definitions: SaveVideo's nested format
+dropdown and GetVideoComponents' two extra outputs came after it upstream, so the workflows load alike on
+both hosts). Run: ``python workflows/tools/ui_from_api.py``.
 
 The template browser (frontends 1.35.9, 1.42.15 and 1.58.1 alike) shows a pack's template by its file name,
 uses that name as the card's description too (ComfyUI's /workflow_templates lists file names only) and takes
