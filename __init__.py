@@ -10,4 +10,7 @@ else:
     # not an identifier (e.g. comfyui-musepose-express). There is no node to offer then.
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+#: the frontend extension (web/musepose_messages.js): keeps each pack node's messages under it after a run
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

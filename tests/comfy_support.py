@@ -57,13 +57,13 @@ def _write_pose_video(path: Path, fps: int = 8) -> None:
 
 
 class Server:
-    def __init__(self, base: Path, port: int):
+    def __init__(self, base: Path, port: int, extra_args: tuple[str, ...] = ()):
         self.base, self.port, self.url = base, port, f"http://127.0.0.1:{port}"
         python = os.environ.get("COMFYUI_PYTHON", sys.executable)
         self.log = open(base / "server.log", "w")
         self.proc = subprocess.Popen(
             [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-             "--base-directory", str(base), "--database-url", f"sqlite:///{base}/comfyui.db"],
+             "--base-directory", str(base), "--database-url", f"sqlite:///{base}/comfyui.db", *extra_args],
             cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, path: str):
@@ -188,8 +188,9 @@ def saved_video(server: Server, entry: dict) -> Path:
     raise AssertionError(f"no video in {entry['outputs']}")
 
 
-def start_server(base: Path) -> Server:
-    """A ready server on a fresh base directory laid out as the docstring above says."""
+def start_server(base: Path, extra_args: tuple[str, ...] = ()) -> Server:
+    """A ready server on a fresh base directory laid out as the docstring above says; ``extra_args`` go to
+    main.py (e.g. ``--front-end-root``)."""
     (base / "custom_nodes").mkdir()
     os.symlink(REPO, base / "custom_nodes" / "comfyui-musepose-express")
     place_tiny_weights(base / "models")
@@ -200,7 +201,7 @@ def start_server(base: Path) -> Server:
     (base / "models" / "dwpose").mkdir(parents=True, exist_ok=True)
     for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
         os.symlink(REPO / "tests" / "fixtures" / "dwpose-tiny" / name, base / "models" / "dwpose" / name)
-    srv = Server(base, _free_port())
+    srv = Server(base, _free_port(), extra_args)
     try:
         srv.wait_ready()
     except BaseException:

@@ -217,6 +217,22 @@ def test_ui_file_is_what_the_tool_builds(name: str):
     assert json.loads(json.dumps(built)) == ui_graph(name), "run python workflows/tools/ui_from_api.py"
 
 
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
+def test_workflows_store_every_widget_input(path: Path):
+    """Every widget input of every node, optional ones included (the Model Loader's extra_devices and compile),
+    has its value in the API file, and so in its UI twin's widgets_values: a frontend loading the workflow
+    fills in nothing, and a user reading it sees every setting."""
+    graph = json.loads(path.read_text())
+    for node_id, node in graph.items():
+        d = DEFS[node["class_type"]]
+        specs = {**d["required"], **d["optional"]}
+        missing = [name for name in d["order"] if is_widget(specs[name]) and name not in node["inputs"]]
+        assert not missing, (node_id, node["class_type"], missing)
+    ui = json.loads(UI_OF[path.stem].read_text())
+    loader = next(n for n in ui["nodes"] if n["type"] == "MusePoseModelLoader")
+    assert len(loader["widgets_values"]) == 9 == len(DEFS["MusePoseModelLoader"]["order"])
+
+
 def test_defaults_a_user_should_get():
     """offload and cfg_mode on auto (the memory policy chooses) in the standard workflows; the low-VRAM preset
     keeps its explicit choices."""
@@ -310,8 +326,10 @@ def test_overlap_check_sees_the_old_fault():
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
 def test_template_has_a_readable_title_and_a_thumbnail(path: Path):
-    """ComfyUI 0.8.0's template browser titles a pack's card with the file name and loads
-    <name>.jpg from beside it as the thumbnail (frontend 1.35.9 reads no metadata from the file)."""
+    """The template browser titles a pack's card with the file name and loads <name>.jpg from beside it as
+    the thumbnail. Frontends 1.35.9, 1.42.15 and 1.58.1 also take the card's description from the file name
+    (the server's /workflow_templates lists names only; nothing in the file or beside it is read), so the
+    name is the card's one-line description too."""
     title = path.stem
     assert re.fullmatch(r"MusePose [A-Za-z ,]+", title) and len(title) <= 30, title  # one card line
     thumbnail = path.with_suffix(".jpg")

@@ -2,11 +2,15 @@
 
 The API files are the source of truth (tests run them); this keeps the drag-in versions in step.
 Node definitions come from our INPUT_TYPES and, for core nodes, tests/fixtures/comfy_core_nodes.json
-(a trimmed /object_info of ComfyUI 0.8.0). Run: ``python workflows/tools/ui_from_api.py``.
+(a trimmed /object_info of ComfyUI 0.8.0; 0.19.3 gives the same six definitions: SaveVideo's nested format
+dropdown and GetVideoComponents' two extra outputs came after it upstream, so the workflows load alike on
+both hosts). Run: ``python workflows/tools/ui_from_api.py``.
 
-ComfyUI 0.8.0's template browser (frontend 1.35) shows a pack's template by its file name and takes
+The template browser (frontends 1.35.9, 1.42.15 and 1.58.1 alike) shows a pack's template by its file name,
+uses that name as the card's description too (ComfyUI's /workflow_templates lists file names only) and takes
 its thumbnail from the same name + ``.jpg`` beside it; it reads nothing else from the file. So the UI
-files carry readable names (``TEMPLATES``) and ``workflows/tools/screenshots.js`` makes the ``.jpg``.
+files carry readable names that say what they do (``TEMPLATES``) and ``workflows/tools/screenshots.js`` makes
+the ``.jpg``. Every widget input is written, optional ones included (the API files set them all).
 
 Layout: each node gets its whole rectangle here (``LAYOUTS``: x, y, width, height of the body, the
 title bar of ``TITLE_HEIGHT`` sits above it), with room for what the frontend adds after a run
