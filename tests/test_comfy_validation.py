@@ -14,11 +14,12 @@ LOADS = "loading weights from disk"
 
 
 def _refused(server, graph) -> dict[str, str]:
-    """The Sampler's errors as {input name: details}."""
+    """The Sampler's errors as {input name: message and details} (ComfyUI's min/max errors put the value in
+    the message, VALIDATE_INPUTS' text is in the details)."""
     status, body = server.post("/prompt", {"prompt": graph, "client_id": "validation-test"})
     assert status == 400, (status, body)
     errors = body["node_errors"]["5"]["errors"]
-    return {e["extra_info"]["input_name"]: e["details"] for e in errors}
+    return {e["extra_info"]["input_name"]: f"{e['message']} | {e['details']}" for e in errors}
 
 
 WINDOWS = {"context_frames", "context_overlap"}
