@@ -196,14 +196,14 @@ def _dynamic_vram_checks(pack, model) -> None:
     ModelPatcherDynamic, aimdo_enabled set), then our side of the boundary. comfy-aimdo itself cannot start
     without CUDA, so the pager's figure (vbars_analyze) is set here; only a GPU shows the paging itself
     (benchmarks/dynamic_vram.py)."""
-    import comfy.memory_management as memory_management
     import comfy.model_management as mm
     import comfy.model_patcher as model_patcher
     import torch
 
     dynamic = getattr(model_patcher, "ModelPatcherDynamic", None)
-    if dynamic is None:
+    if dynamic is None:  # 0.8.0: no dynamic VRAM (and no comfy.memory_management)
         return
+    import comfy.memory_management as memory_management
     import comfy_aimdo.model_vbar
 
     host = pack.nodes.host
