@@ -122,8 +122,12 @@ class PoseFrames:
                 aspect_note = " (aspect ratio differs: the poses are stretched; use aspect mode crop or pad to avoid it)"
             logger.warning("pose frames are %dx%d; resizing them to %dx%d with %s%s", src_w, src_h, width, height,
                            mode, aspect_note)
-            # Once, up front: every window of every step reads these frames again.
-            frames = np.stack([fit_frame(f, width, height, mode) for f in frames])
+            # Once, up front: every window of every step reads these frames again. Filled in place: a list
+            # of resized frames then np.stack would hold them twice.
+            fitted = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
+            for i, frame in enumerate(frames):
+                fitted[i] = fit_frame(frame, width, height, mode)
+            frames = fitted
         self.frames = np.ascontiguousarray(frames)
 
     def __len__(self) -> int:
