@@ -49,7 +49,7 @@ class MusePoseDecode:
         }
 
     def decode(self, musepose, latent, chunk_size=0, tiling=False):
-        return (torch.cat(list(decoded_chunks(musepose, latent, chunk_size, tiling))),)
+        return (torch.cat(list(decoded_chunks(musepose, latent, chunk_size, tiling))).contiguous(),)
 
 
 def decoded_chunks(musepose, latent, chunk_size: int, tiling: bool):
