@@ -16,8 +16,9 @@ prediction and the scheduler's output). That sum is the target, printed next to 
     python benchmarks/rss_length.py --sizes 64 --lengths 16,160 --weights /tmp/musepose-random-weights
     python benchmarks/rss_length.py --repo /path/to/another/checkout   # the same job on other code
 
-Give lengths of at least the context and 16 frames: then both runs have windows of the same length and
-decode the same number of frames per VAE call (auto: up to 16), so their activations cancel out too.
+Give lengths of at least 48 frames: then both runs have windows of the same length (up to the context)
+and decode the same number of frames per VAE call (auto: up to 16), so their activations cancel out, and
+both are past libx264's lookahead, whose buffers grow with the first ~45 frames of any video.
 ``--weights`` takes any weights folder (the tiny fixture by default; benchmarks/oneshot.py writes
 full-size random ones with ``prepare``).
 """
