@@ -277,7 +277,6 @@ def _rank_failed(exc: BaseException, group) -> int:
 def _generate(args, group=None) -> int:
     import torch
 
-    from .config import VAE_DOWNSCALE
     from .device import peak_memory_report, resolve_device, resolve_dtype
     from .pipeline import EnginePlacement, MemorySettings, MusePosePipeline, SamplingSettings
     from .pipeline.parallel import replicate
@@ -342,17 +341,10 @@ def _generate(args, group=None) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if group is None:  # streamed: each decoded chunk goes to the writers, then is dropped
-        chunks = pipe.decode_chunks(latents, pipe.stats.memory[-1])
-    else:
-        from .pipeline.distributed import decode_shared
-
-        video = decode_shared(pipe, latents, group, pipe.stats.memory[-1])
-        chunks = [video] if lead else []
-    if not lead:
+    written = _decode_and_write(pipe, latents, group, lead, args, fps)
+    if written is None:
         return 0
-    shape = (latents.shape[2], latents.shape[3] * VAE_DOWNSCALE, latents.shape[4] * VAE_DOWNSCALE, 3)
-    out = write_outputs(chunks, args.out, fps, args.save_array, shape)
+    out, shape = written
     steps = pipe.stats.seconds_per_step
     where = (f" on {len(devices)} devices ({', '.join(map(str, devices))})" if len(devices) > 1 else
              f" on {group.world_size} ranks" if group is not None and group.world_size > 1 else "")
@@ -361,6 +353,25 @@ def _generate(args, group=None) -> int:
     print(f"time per step {np.mean(steps):.3f} s over {len(steps)} steps; reference {pipe.stats.reference_seconds:.2f} s; "
           f"decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
     return 0
+
+
+def _decode_and_write(pipe, latents, group, lead: bool, args, fps: float):
+    """Decode; on the process that writes the outputs, write them: ``(mp4 path, video shape (F, H, W, 3))``
+    there, None on the other ranks. One process streams (each decoded chunk goes to the writers, then is
+    dropped); under torchrun rank 0 gathers the ranks' frames first."""
+    from .config import VAE_DOWNSCALE
+
+    if group is None:
+        chunks = pipe.decode_chunks(latents, pipe.stats.memory[-1])
+    else:
+        from .pipeline.distributed import decode_shared
+
+        video = decode_shared(pipe, latents, group, pipe.stats.memory[-1])
+        chunks = [video] if lead else []
+    if not lead:
+        return None
+    shape = (latents.shape[2], latents.shape[3] * VAE_DOWNSCALE, latents.shape[4] * VAE_DOWNSCALE, 3)
+    return write_outputs(chunks, args.out, fps, args.save_array, shape), shape
 
 
 def write_outputs(chunks, out: str, fps: float, save_array: str | None, shape: tuple[int, int, int, int]) -> Path:
