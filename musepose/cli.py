@@ -290,7 +290,8 @@ def _generate(args, group=None) -> int:
     from .device import peak_memory_report, resolve_device, resolve_dtype
     from .pipeline import EnginePlacement, MemorySettings, MusePosePipeline, SamplingSettings
     from .pipeline.parallel import replicate
-    from .video import read_frames, read_image_rgb, write_mp4
+    from .pipeline.preprocess import PoseFrames
+    from .video import read_frames, read_image_rgb
     from .weights import load_models
 
     if group is not None:
@@ -339,6 +340,9 @@ def _generate(args, group=None) -> int:
         scheduler=args.scheduler, aspect=args.aspect)
     memory = MemorySettings(offload=args.offload, cfg_mode=args.cfg_mode, decode_chunk=args.decode_chunk,
                             budget_bytes=int(args.vram_gb * 1e9) if args.vram_gb else None, keep_weights=False)
+    # The pose frames at the output size, kept once as uint8; the frames as read (any size) are dropped here.
+    settings = settings.validated(len(poses))
+    poses = PoseFrames(poses, settings.width, settings.height, settings.aspect)
     say = (lambda text: print(text, file=sys.stderr)) if lead else (lambda text: None)
     bar = _ProgressBar("sampling", lambda: pipe.stats.progress_text()) if lead else None
     checkpoints = _checkpoints(args)
@@ -348,23 +352,14 @@ def _generate(args, group=None) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if group is None:
-        video = pipe.decode(latents, pipe.stats.memory[-1])
-    else:
-        from .pipeline.distributed import decode_shared
-
-        video = decode_shared(pipe, latents, group, pipe.stats.memory[-1])
-    if not lead:
+    written = _decode_and_write(pipe, latents, group, lead, args, fps)
+    if written is None:
         return 0
-    array = video.numpy().astype(np.float32)
-    out = write_mp4(array, args.out, fps=fps)
-    if args.save_array:
-        Path(args.save_array).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_array, array)
+    out, shape = written
     steps = pipe.stats.seconds_per_step
     where = (f" on {len(devices)} devices ({', '.join(map(str, devices))})" if len(devices) > 1 else
              f" on {group.world_size} ranks" if group is not None and group.world_size > 1 else "")
-    print(f"wrote {out} ({array.shape[0]} frames, {array.shape[2]}x{array.shape[1]}, {fps:g} fps) in "
+    print(f"wrote {out} ({shape[0]} frames, {shape[2]}x{shape[1]}, {fps:g} fps) in "
           f"{time.perf_counter() - started:.1f} s{where}")
     print(f"time per step {np.mean(steps) if steps else 0:.3f} s over {len(steps)} steps; reference "
           f"{pipe.stats.reference_seconds:.2f} s; decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
@@ -382,6 +377,43 @@ def _checkpoints(args):
     from .pipeline.resume import Checkpoints, ResumeSettings
 
     return Checkpoints(ResumeSettings(directory=args.checkpoint_dir, fresh=args.fresh))
+
+
+def _decode_and_write(pipe, latents, group, lead: bool, args, fps: float):
+    """Decode; on the process that writes the outputs, write them: ``(mp4 path, video shape (F, H, W, 3))``
+    there, None on the other ranks. One process streams (each decoded chunk goes to the writers, then is
+    dropped); under torchrun rank 0 gathers the ranks' frames first."""
+    from .config import VAE_DOWNSCALE
+
+    if group is None:
+        chunks = pipe.decode_chunks(latents, pipe.stats.memory[-1])
+    else:
+        from .pipeline.distributed import decode_shared
+
+        video = decode_shared(pipe, latents, group, pipe.stats.memory[-1])
+        chunks = [video] if lead else []
+    if not lead:
+        return None
+    shape = (latents.shape[2], latents.shape[3] * VAE_DOWNSCALE, latents.shape[4] * VAE_DOWNSCALE, 3)
+    return write_outputs(chunks, args.out, fps, args.save_array, shape), shape
+
+
+def write_outputs(chunks, out: str, fps: float, save_array: str | None, shape: tuple[int, int, int, int]) -> Path:
+    """Write decoded chunks (float32 ``[n, H, W, 3]`` tensors in [0, 1], in frame order) to the mp4 and, when
+    asked, to the ``--save-array`` .npy, one chunk at a time: the whole video is never in memory.
+    ``shape``: the whole video's ``(F, H, W, 3)`` (the .npy header is written first)."""
+    import contextlib
+
+    from .video import FrameArrayWriter, Mp4Writer
+
+    with Mp4Writer(out, fps=fps) as video, contextlib.ExitStack() as stack:
+        array = stack.enter_context(FrameArrayWriter(save_array, shape)) if save_array else None
+        for chunk in chunks:
+            frames = chunk.numpy()
+            video.write(frames)
+            if array is not None:
+                array.write(frames)
+    return video.path
 
 
 def run_demo(args) -> int:

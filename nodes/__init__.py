@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import host
-from .decode_node import MusePoseDecode
+from .decode_node import MusePoseDecode, MusePoseDecodeToVideo
 from .loader_node import MusePoseModelLoader
 from .model_cache import MODEL_CACHE
 from .pose_nodes import POSE_NODE_CLASS_MAPPINGS, POSE_NODE_DISPLAY_NAME_MAPPINGS
@@ -13,12 +13,14 @@ NODE_CLASS_MAPPINGS = {
     "MusePoseModelLoader": MusePoseModelLoader,
     "MusePoseSampler": MusePoseSampler,
     "MusePoseDecode": MusePoseDecode,
+    "MusePoseDecodeToVideo": MusePoseDecodeToVideo,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MusePoseModelLoader": "MusePose Model Loader",
     "MusePoseSampler": "MusePose Sampler",
     "MusePoseDecode": "MusePose Decode",
+    "MusePoseDecodeToVideo": "MusePose Decode to Video",
 }
 
 

@@ -1,4 +1,5 @@
-"""MusePose Decode: video latents -> IMAGE batch, in frame chunks sized to free memory."""
+"""MusePose Decode: video latents -> IMAGE batch; MusePose Decode to Video: latents -> core VIDEO, written to
+an mp4 as it is decoded (no float32 copy of the video). Both decode in frame chunks sized to free memory."""
 from __future__ import annotations
 
 import logging
@@ -48,14 +49,47 @@ class MusePoseDecode:
         }
 
     def decode(self, musepose, latent, chunk_size=0, tiling=False):
-        latents = to_engine_latents(latent["samples"]).float()
-        progress = host.Progress(latents.shape[2])
+        return (torch.cat(list(decoded_chunks(musepose, latent, chunk_size, tiling))).contiguous(),)
 
-        def on_progress(done: int, total: int) -> None:
-            progress.update(done - progress.value)
 
-        with attention_backend(musepose.attention):
-            video = musepose.pipeline.decode(latents, musepose.memory(decode_chunk=int(chunk_size), decode_tiling=bool(tiling)),
-                                             progress=on_progress, check_interrupt=host.check_interrupt,
-                                             on_message=host.say)
-        return (video.contiguous(),)
+def decoded_chunks(musepose, latent, chunk_size: int, tiling: bool):
+    """The engine's decoded chunks (float32 ``[n, H, W, 3]``, frame order) with the node's progress bar,
+    cancel checks and messages."""
+    latents = to_engine_latents(latent["samples"]).float()
+    progress = host.Progress(latents.shape[2])
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(done - progress.value)
+
+    with attention_backend(musepose.attention):
+        yield from musepose.pipeline.decode_chunks(
+            latents, musepose.memory(decode_chunk=int(chunk_size), decode_tiling=bool(tiling)),
+            progress=on_progress, check_interrupt=host.check_interrupt, on_message=host.say)
+
+
+class MusePoseDecodeToVideo:
+    DESCRIPTION = ("Decode MusePose Sampler latents straight into a VIDEO (for Save Video and the other video "
+                   "nodes): each chunk of frames is encoded to an h264 mp4 in ComfyUI's temp folder as soon as "
+                   "it is decoded, so host memory stays flat however long the video is. Use MusePose Decode "
+                   "instead when you need the frames as an IMAGE batch for post-processing.")
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("VIDEO",)
+    RETURN_NAMES = ("video",)
+    OUTPUT_TOOLTIPS = ("The video (h264 mp4, yuv420p, crf 18; an odd width or height is padded by one edge pixel).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        decode = MusePoseDecode.INPUT_TYPES()["required"]
+        fps = ("FLOAT", {"default": 12.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": (
+            "Frame rate of the video: the pose video's (Get Video Components' fps) keeps the dance in time.")})
+        return {"required": {"musepose": decode["musepose"], "latent": decode["latent"], "fps": fps,
+                             "chunk_size": decode["chunk_size"], "tiling": decode["tiling"]}}
+
+    def decode(self, musepose, latent, chunk_size=0, tiling=False, fps=12.0):
+        from ..musepose.video import Mp4Writer
+
+        with Mp4Writer(host.temp_video_path(), fps=float(fps)) as writer:
+            for chunk in decoded_chunks(musepose, latent, chunk_size, tiling):
+                writer.write(chunk.numpy())
+        return (host.video_output(writer.video()),)

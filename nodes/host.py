@@ -599,6 +599,31 @@ def streaming_report(module: nn.Module) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# videos
+
+def temp_video_path(prefix: str = "musepose") -> str:
+    """A new, unique ``.mp4`` path in ComfyUI's temp folder (which ComfyUI empties when it starts), or in
+    the system's temp folder outside ComfyUI. The empty file is created, so the name stays ours."""
+    import tempfile
+
+    folder = _folder_paths.get_temp_directory() if HAS_COMFY else os.path.join(tempfile.gettempdir(), "musepose-express")
+    os.makedirs(folder, exist_ok=True)
+    handle, path = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".mp4", dir=folder)
+    os.close(handle)
+    return path
+
+
+def video_output(video):
+    """ComfyUI's core ``VIDEO`` for a finished file (``VideoFromFile``: Save Video copies its packets, Get
+    Video Components decodes it), or the engine's :class:`~musepose.video.VideoFile` outside ComfyUI."""
+    if not HAS_COMFY:
+        return video
+    from comfy_api.input_impl import VideoFromFile  # type: ignore[import-not-found]
+
+    return VideoFromFile(str(video.path))
+
+
+# ---------------------------------------------------------------------------------------------
 # latent previews
 
 def make_previewer() -> Callable[[torch.Tensor], object] | None:

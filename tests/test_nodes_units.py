@@ -9,7 +9,7 @@ from torch import nn
 
 from test_nodes_support import load_pack
 
-OUR_IDS = ("MusePoseModelLoader", "MusePoseSampler", "MusePoseDecode")
+OUR_IDS = ("MusePoseModelLoader", "MusePoseSampler", "MusePoseDecode", "MusePoseDecodeToVideo")
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,27 @@ def test_decode_node_matches_vector_a_video(pack, run, chunk_size):
     assert max_abs(images, expected) <= 2.5e-4
 
 
+def test_decode_to_video_node_writes_what_decode_returns(pack, run):
+    """MusePose Decode to Video: the same frames as MusePose Decode, in an h264 mp4 written chunk by chunk
+    to the temp folder, returned as a VIDEO (outside ComfyUI the engine's VideoFile, with the getters
+    Save Video calls). h264 is lossy: mean error below 0.03 (in [0, 1]), as the CLI test allows."""
+    import tempfile
+    from pathlib import Path
+
+    from musepose.video import read_frames
+
+    model, latent = run
+    nodes = pack.NODE_CLASS_MAPPINGS
+    (images,) = nodes["MusePoseDecode"]().decode(model, latent, 5, False)
+    (video,) = nodes["MusePoseDecodeToVideo"]().decode(model, latent, 5, False, fps=8.0)
+    assert video.get_dimensions() == (96, 96) and video.get_frame_count() == 12 and video.get_frame_rate() == 8
+    assert Path(video.get_stream_source()).parent == Path(tempfile.gettempdir()) / "musepose-express"
+    frames, fps = read_frames(video.get_stream_source())
+    assert frames.shape == (12, 96, 96, 3) and fps == 8.0
+    assert np.abs(frames.astype(np.float32) / 255.0 - images.numpy()).mean() < 0.03
+    assert nodes["MusePoseDecodeToVideo"].RETURN_TYPES == ("VIDEO",)
+
+
 def test_decode_tiling_is_applied_then_restored(pack, run):
     """The tiny VAE's tile size (its config sample_size) is below 96 px, so tiling really changes the
     pixels (seams); the switch must not stick to the shared cached VAE."""

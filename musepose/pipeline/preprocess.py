@@ -100,19 +100,22 @@ class PoseFrames:
             if frames.is_floating_point() and not torch.isfinite(frames).all():
                 raise InputError("the pose frames contain NaN or infinite values")
             frames = frames.detach().cpu().numpy()
-        if isinstance(frames, (list, tuple)):
-            if not frames:
-                raise InputError("no pose frames were given")
-            frames = np.stack([to_uint8_rgb(f) for f in frames])
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
-            raise InputError(f"pose frames must be [frames, H, W, 3], got shape {frames.shape}")
-        if frames.shape[0] == 0:
-            raise InputError("no pose frames were given (0 frames)")
-        if frames.dtype != np.uint8:
-            if not np.isfinite(frames).all():
-                raise InputError("the pose frames contain NaN or infinite values")
-            frames = (np.clip(frames[..., :3].astype(np.float32), 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        if isinstance(frames, (list, tuple)) and not frames:
+            raise InputError("no pose frames were given")
+        if not isinstance(frames, (list, tuple)):
+            frames = np.asarray(frames)
+            if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+                raise InputError(f"pose frames must be [frames, H, W, 3], got shape {frames.shape}")
+            if frames.shape[0] == 0:
+                raise InputError("no pose frames were given (0 frames)")
+        if isinstance(frames, (list, tuple)) or frames.dtype != np.uint8:
+            # Frame by frame into one uint8 array: a whole-video float expression (an IMAGE batch from
+            # ComfyUI is float32) would make several float copies of the video at once.
+            first = to_uint8_rgb(frames[0])
+            converted = np.empty((len(frames), *first.shape), dtype=np.uint8)
+            for i, frame in enumerate(frames):
+                converted[i] = to_uint8_rgb(frame)
+            frames = converted
         frames = frames[..., :3]
         self.width, self.height, self.mode = width, height, mode
         src_h, src_w = frames.shape[1:3]
@@ -122,8 +125,12 @@ class PoseFrames:
                 aspect_note = " (aspect ratio differs: the poses are stretched; use aspect mode crop or pad to avoid it)"
             logger.warning("pose frames are %dx%d; resizing them to %dx%d with %s%s", src_w, src_h, width, height,
                            mode, aspect_note)
-            # Once, up front: every window of every step reads these frames again.
-            frames = np.stack([fit_frame(f, width, height, mode) for f in frames])
+            # Once, up front: every window of every step reads these frames again. Filled in place: a list
+            # of resized frames then np.stack would hold them twice.
+            fitted = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
+            for i, frame in enumerate(frames):
+                fitted[i] = fit_frame(frame, width, height, mode)
+            frames = fitted
         self.frames = np.ascontiguousarray(frames)
 
     def __len__(self) -> int:

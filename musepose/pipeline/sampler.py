@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -399,35 +399,48 @@ class MusePosePipeline:
         finally:
             self.state.reading = False
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor, memory: MemorySettings | MemoryConfig | None = None,
                progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
                on_message: MessageCallback | None = None) -> torch.Tensor:
-        """Latents ``(1, 4, F, h, w)`` -> video ``[F, H, W, 3]`` float32 in [0, 1] on the CPU.
+        """Latents ``(1, 4, F, h, w)`` -> the whole video ``[F, H, W, 3]`` float32 in [0, 1] on the CPU: the
+        chunks of :meth:`decode_chunks`, joined (what an IMAGE batch needs; a writer takes the chunks)."""
+        return torch.cat(list(self.decode_chunks(latents, memory, progress, check_interrupt, on_message)))
 
-        Frames are decoded ``decode_chunk`` at a time: the sampling run's configuration, or the settings'
-        chunk (0: as many as the free memory allows, tiled when even one frame does not fit). On
-        out-of-memory the chunk is halved and retried, then tiling is tried.
+    def _decode_config(self, memory: MemorySettings | MemoryConfig | None, count: int, height: int,
+                       width: int) -> MemoryConfig:
+        """The sampling run's configuration, or one from the settings' chunk (0: as many frames per VAE call
+        as the free memory allows, tiled when even one frame does not fit)."""
+        if isinstance(memory, MemoryConfig):
+            return memory
+        m = self.models
+        memory = (memory or MemorySettings()).validated()
+        chunk, tiled = min(memory.decode_chunk, count), memory.decode_tiling
+        if not chunk:
+            job = Job(width=width, height=height, window_frames=count, video_frames=count,
+                      dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
+            free = memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
+            chunk, tiled = plan_decode(job, WeightBytes.from_models(m), free, tiled)
+        return MemoryConfig(level=memory.offload, offload_models=memory.offload != "none",
+                            decode_chunk=chunk, decode_tiling=tiled)
+
+    def decode_chunks(self, latents: torch.Tensor, memory: MemorySettings | MemoryConfig | None = None,
+                      progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
+                      on_message: MessageCallback | None = None) -> Iterator[torch.Tensor]:
+        """Latents ``(1, 4, F, h, w)`` -> the video in frame order, one float32 ``[n, H, W, 3]`` chunk in [0, 1]
+        on the CPU per VAE call, so a consumer (a video writer) holds one chunk, never the whole video.
+
+        Frames are decoded ``decode_chunk`` at a time (:meth:`_decode_config`). On out-of-memory the chunk is
+        halved and retried, then tiling is tried. ``stats.decode_seconds`` counts the time spent here, not
+        the consumer's time between chunks.
         """
         m = self.models
-        started = time.perf_counter()
         frames = latents[0].permute(1, 0, 2, 3) / VAE_SCALING_FACTOR  # (F, 4, h, w)
-        count, height, width = frames.shape[0], frames.shape[2] * VAE_DOWNSCALE, frames.shape[3] * VAE_DOWNSCALE
-        if isinstance(memory, MemoryConfig):
-            config = memory
-        else:
-            memory = (memory or MemorySettings()).validated()
-            chunk, tiled = min(memory.decode_chunk, count), memory.decode_tiling
-            if not chunk:
-                job = Job(width=width, height=height, window_frames=count, video_frames=count,
-                          dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
-                free = memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
-                chunk, tiled = plan_decode(job, WeightBytes.from_models(m), free, tiled)
-            config = MemoryConfig(level=memory.offload, offload_models=memory.offload != "none",
-                                  decode_chunk=chunk, decode_tiling=tiled)
+        count = frames.shape[0]
+        config = self._decode_config(memory, count, frames.shape[2] * VAE_DOWNSCALE, frames.shape[3] * VAE_DOWNSCALE)
         chunk, tiled = config.decode_chunk, config.decode_tiling
         (on_message or logger.info)(f"decode: {chunk} frame(s) per VAE call" + (", tiled" if tiled else ""))
-        outputs = []
+        self.stats.decode_seconds = 0.0
+        started = time.perf_counter()
         index = 0
         was_tiling = bool(getattr(m.vae, "use_tiling", False))
         _set_tiling(m.vae, tiled)
@@ -436,11 +449,10 @@ class MusePosePipeline:
                 while index < count:
                     if check_interrupt is not None:
                         check_interrupt()
-                    part = frames[index:index + chunk].to(self.device, self.dtype)
                     try:
-                        image = m.vae.decode(part).sample
+                        with torch.no_grad():
+                            image = m.vae.decode(frames[index:index + chunk].to(self.device, self.dtype)).sample
                     except torch.OutOfMemoryError:
-                        del part
                         if chunk == 1 and tiled:
                             raise
                         if chunk == 1:
@@ -453,15 +465,18 @@ class MusePosePipeline:
                         if self.device.type == "cuda":
                             torch.cuda.empty_cache()
                         continue
-                    outputs.append((image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
-                    del image, part
+                    # In place, on the VAE's output (or its float32 copy): the same values as ``(x / 2 + 0.5).clamp``
+                    # without three more chunk-sized tensors.
+                    out = image.float().div_(2).add_(0.5).clamp_(0, 1).permute(0, 2, 3, 1).cpu()
+                    del image
                     index = min(index + chunk, count)
                     if progress is not None:
                         progress(index, count)
+                    self.stats.decode_seconds += time.perf_counter() - started
+                    yield out
+                    started = time.perf_counter()
         finally:
             _set_tiling(m.vae, was_tiling)
-        self.stats.decode_seconds = time.perf_counter() - started
-        return torch.cat(outputs)
 
     def __call__(self, reference, pose_frames, settings: SamplingSettings,
                  memory: MemorySettings | MemoryConfig | None = None,
