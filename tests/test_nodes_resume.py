@@ -7,22 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_nodes_support import VECTOR_A_SAMPLER, load_pack, place_tiny_weights, vector_a_images
+from test_nodes_support import VECTOR_A_SAMPLER, vector_a_images
+from test_nodes_vector_a import pack  # noqa: F401  (fixture: the pack with the tiny weights in its model folders)
 
 #: 6 frames in 2 windows, 3 steps: 6 window batches; the Cancel comes in the 3rd (the first of step 2).
 SAMPLER = {**VECTOR_A_SAMPLER, "context_frames": 4, "context_overlap": 2}
 CANCEL_AT = 3
-
-
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    pack = load_pack()
-    host = pack.nodes.host
-    models = place_tiny_weights(tmp_path_factory.mktemp("comfy") / "models")
-    host.add_standalone_model_root(str(models))
-    yield pack
-    host.remove_standalone_model_root(str(models))
-    pack.nodes.model_cache.MODEL_CACHE.clear()
 
 
 @pytest.fixture()
