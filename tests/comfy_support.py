@@ -180,6 +180,43 @@ def run_watching(server: Server, graph: dict, timeout: float = 600) -> dict:
     return result
 
 
+def interrupted_run(server: Server, graph: dict, at_value: int, timeout: float = 300) -> dict:
+    """Queue ``graph`` and POST /interrupt once the Sampler's (node 5) progress reaches ``at_value``.
+
+    Returns ``kind`` (how the prompt ended), ``interrupted_at`` (perf_counter, progress value, progress max
+    when the interrupt was sent), ``stopped`` (perf_counter at the end event) and ``last`` (the last
+    progress value seen)."""
+    import aiohttp
+
+    client_id = uuid.uuid4().hex
+    result = {}
+
+    async def drive():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+                prompt_id = server.queue(graph, client_id)
+                interrupted_at = None
+                last_value = 0
+                async for message in ws:
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    event = json.loads(message.data)
+                    kind, data = event["type"], event.get("data", {})
+                    if kind == "progress" and data.get("node") == "5":
+                        last_value = data["value"]
+                        if interrupted_at is None and last_value >= at_value:
+                            interrupted_at = (time.perf_counter(), last_value, data["max"])
+                            await session.post(f"{server.url}/interrupt", json={})
+                    if kind in ("execution_interrupted", "execution_success", "execution_error") \
+                            and data.get("prompt_id") == prompt_id:
+                        result.update(kind=kind, stopped=time.perf_counter(), last=last_value,
+                                      interrupted_at=interrupted_at)
+                        return
+
+    asyncio.run(asyncio.wait_for(drive(), timeout=timeout))
+    return result
+
+
 def saved_video(server: Server, entry: dict) -> Path:
     for output in entry["outputs"].values():
         for item in output.get("images", []):

@@ -5,17 +5,15 @@ tests/comfy_support.py; without COMFYUI_PATH these tests are skipped, and fail o
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
-import time
-import uuid
 
 import pytest
 
-from comfy_support import REPO, saved_video, tiny_workflow
+from comfy_support import REPO, interrupted_run, run_watching, saved_video, tiny_workflow
 
 
 def test_pack_imports_cleanly(server):
@@ -97,35 +95,8 @@ def test_second_queue_reuses_loaded_weights(server):
 def test_interrupt_stops_within_one_window_and_next_run_works(server):
     """A long run (200 steps x 3 windows); interrupt after a few windows; the sampler must stop before
     the next window completes, and a following run must succeed."""
-    import aiohttp
-
     graph = tiny_workflow("musepose_video", steps=200, context_frames=4, context_overlap=0, seed=11)
-    client_id = uuid.uuid4().hex
-    result = {}
-
-    async def drive():
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
-                prompt_id = server.queue(graph, client_id)
-                interrupted_at = None
-                last_value = 0
-                async for message in ws:
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    event = json.loads(message.data)
-                    kind, data = event["type"], event.get("data", {})
-                    if kind == "progress" and data.get("node") == "5":
-                        last_value = data["value"]
-                        if interrupted_at is None and last_value >= 3:
-                            interrupted_at = (time.perf_counter(), last_value, data["max"])
-                            await session.post(f"{server.url}/interrupt", json={})
-                    if kind in ("execution_interrupted", "execution_success", "execution_error") \
-                            and data.get("prompt_id") == prompt_id:
-                        result.update(kind=kind, stopped=time.perf_counter(), last=last_value,
-                                      interrupted_at=interrupted_at)
-                        return
-
-    asyncio.run(asyncio.wait_for(drive(), timeout=300))
+    result = interrupted_run(server, graph, at_value=3)
     assert result["kind"] == "execution_interrupted", result
     started, value, total = result["interrupted_at"]
     assert total == 600
@@ -135,3 +106,26 @@ def test_interrupt_stops_within_one_window_and_next_run_works(server):
     assert latency < 5.0
     entry = server.wait(server.queue(tiny_workflow("musepose_video", seed=12)))
     assert entry["status"]["status_str"] == "success"
+
+
+def test_cancel_then_queue_again_resumes(server):
+    """Cancel once step 1 of 4 is done (3 window batches a step); the same prompt queued again resumes from
+    the last finished step and says so on the Sampler, and finishes; then the state is gone (a new cancel
+    and a changed seed start afresh, saying what changed)."""
+    graph = tiny_workflow("musepose_video", steps=4, context_frames=4, context_overlap=0, seed=21)
+    first = interrupted_run(server, graph, at_value=4)
+    assert first["kind"] == "execution_interrupted", first
+    again = run_watching(server, graph)
+    assert again["outcome"] == "execution_success", json.dumps(again["events"][-3:])[-3000:]
+    said = [text for node, text in again["texts"] if node == "5"][-1]
+    resumed = re.search(r"resumed at step (\d+) of 4", said)
+    assert resumed and 1 <= int(resumed.group(1)) < 4, said
+    progress = [e["data"]["value"] for e in again["events"] if e["type"] == "progress" and e["data"].get("node") == "5"]
+    assert progress and progress[0] > 3 * int(resumed.group(1)), progress  # the finished steps are not run again
+
+    other = interrupted_run(server, tiny_workflow("musepose_video", steps=4, context_frames=4, context_overlap=0,
+                                                  seed=22), at_value=4)
+    assert other["kind"] == "execution_interrupted", other
+    fresh = run_watching(server, tiny_workflow("musepose_video", steps=4, context_frames=4, context_overlap=0, seed=23))
+    said = [text for node, text in fresh["texts"] if node == "5"][-1]
+    assert fresh["outcome"] == "execution_success" and "resumed at" not in said and "seed 22 -> 23" in said, said
