@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from comfy_support import REPO, interrupted_run, run_watching, saved_video, tiny_workflow
@@ -129,3 +130,28 @@ def test_cancel_then_queue_again_resumes(server):
     fresh = run_watching(server, tiny_workflow("musepose_video", steps=4, context_frames=4, context_overlap=0, seed=23))
     said = [text for node, text in fresh["texts"] if node == "5"][-1]
     assert fresh["outcome"] == "execution_success" and "resumed at" not in said and "seed 22 -> 23" in said, said
+
+
+def test_decode_to_video_feeds_save_video(server):
+    """MusePose Decode to Video (no IMAGE batch) -> the core SaveVideo: a 12-frame mp4 at the pose video's
+    8 fps whose frames match MusePose Decode's within h264 loss."""
+    graph = tiny_workflow("musepose_video", seed=31)
+    graph["9"] = {"class_type": "MusePoseDecodeToVideo",
+                  "inputs": {"musepose": ["4", 0], "latent": ["5", 0], "fps": ["3", 2], "chunk_size": 0,
+                             "tiling": False}}
+    graph["8"]["inputs"]["video"] = ["9", 0]
+    del graph["6"], graph["7"]
+    entry = server.wait(server.queue(graph))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    import av
+
+    with av.open(str(saved_video(server, entry))) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        rate = float(stream.average_rate)
+    assert len(frames) == 12 and frames[0].shape == (96, 96, 3) and rate == 8.0
+    reference = server.wait(server.queue(tiny_workflow("musepose_video", seed=31)))
+    with av.open(str(saved_video(server, reference))) as container:
+        expected = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    difference = np.abs(np.stack(frames).astype(float) - np.stack(expected).astype(float)).mean() / 255
+    assert difference < 0.03, difference
