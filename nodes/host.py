@@ -322,7 +322,7 @@ def memory_host_note() -> str | None:
     if not dynamic_vram():
         return None
     return ("memory: ComfyUI's dynamic VRAM is on; MusePose loads its networks with a non-dynamic patcher and "
-            "keeps its own memory policy (the levels and the plan above), counting what ComfyUI can page out "
+            "keeps its own memory policy (the memory line below), counting what ComfyUI can page out "
             "as free")
 
 
