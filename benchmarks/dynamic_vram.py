@@ -25,9 +25,7 @@ warm-up, is listed but left out of the mean) and what the Sampler said on the no
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -58,16 +56,6 @@ def parse(argv=None):
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny weights, 96x96x12: checks the script")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def load_pack():
-    """Import this checkout as ComfyUI imports a custom-node folder (its path, '.' replaced, as package name)."""
-    name = str(REPO).replace(".", "_x_")
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def start_host(comfyui: str, host: str, card: str, smoke: bool) -> dict:
@@ -136,6 +124,9 @@ def run_case(args) -> dict:
     result = {"case": args.child, "host": host, "pack": pack_mode, "card": card, "size": args.size,
               "frames": args.frames, "steps": args.steps, **start_host(args.comfyui, host, card, args.smoke)}
     import comfy.model_patcher
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_nodes_support import load_pack  # imports this checkout as ComfyUI imports a custom-node folder
 
     pack = load_pack()
     if pack_mode == "pager":  # comparison only: the pack's networks on the host's (dynamic) CoreModelPatcher
