@@ -50,7 +50,8 @@ def child(argv: list[str]) -> int:
     def logged(self, since):
         now = unit_done(self, since)
         with open(os.environ[LOG_ENV], "a") as log:
-            log.write(json.dumps({"t": time.time(), "left_units": self.units_left, "estimate": self.time_left()}) + "\n")
+            log.write(json.dumps({"t": time.time(), "unit_s": self.unit_seconds[-1], "left_units": self.units_left,
+                                 "estimate": self.time_left()}) + "\n")
         return now
 
     sampler.SamplingStats.unit_done = logged
@@ -94,6 +95,24 @@ def estimate_errors(lines: list[dict], per_step: int) -> list[dict]:
     return out
 
 
+def sampling_seconds(lines: list[dict]) -> float:
+    """From the start of a run's first window batch to the end of its last."""
+    return lines[-1]["t"] - (lines[0]["t"] - lines[0]["unit_s"])
+
+
+def clock_seconds(line: str) -> float | None:
+    """``time left: about 1:02 ...`` -> 62.0 (``h:mm:ss`` too)."""
+    import re
+
+    found = re.search(r"about (\d+(?::\d\d)+)", line)
+    if not found:
+        return None
+    seconds = 0.0
+    for part in found.group(1).split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
 def main(argv=None) -> int:
     if argv is None and sys.argv[1:2] == ["--child"]:
         return child(sys.argv[2:])
@@ -132,7 +151,14 @@ def main(argv=None) -> int:
     a, b = np.load(work / "uninterrupted.npy"), np.load(work / "resumed.npy")
     per_step = len(whole_lines) // args.steps
     ahead = [line for line in (whole.stderr + resumed.stderr).splitlines() if line.startswith(("time left:", "time:"))]
-    report = {"max_abs_video": float(np.abs(a.astype(np.float64) - b).max()), "mean_abs_video": float(np.abs(a - b).mean()),
+    resumed_ahead = [clock_seconds(line) for line in resumed.stderr.splitlines() if line.startswith("time left:")]
+    resumed_actual = sampling_seconds(resumed_lines)
+    planner = [clock_seconds(line) for line in whole.stderr.splitlines() if line.startswith("time:")]
+    report = {"uninterrupted_planner": {"estimate_s": planner[0] if planner else None,
+                                        "actual_s": round(sampling_seconds(whole_lines), 2)},
+              "resumed_before_first_step": {"estimate_s": resumed_ahead[0] if resumed_ahead else None,
+                                            "actual_s": round(resumed_actual, 2)},
+              "max_abs_video": float(np.abs(a.astype(np.float64) - b).max()), "mean_abs_video": float(np.abs(a - b).mean()),
               "seconds": {"uninterrupted": whole_s, "killed": killed_s, "resumed": resumed_s},
               "before_first_step": ahead, "resumed_estimates": estimate_errors(resumed_lines, per_step),
               "uninterrupted_estimates": estimate_errors(whole_lines, per_step),

@@ -62,11 +62,13 @@ def child_peak_rss(command: list[str], cwd: Path, log: Path) -> tuple[int, float
     return rss, time.perf_counter() - started
 
 
-def generate_command(weights: Path, ref: Path, poses: Path, size: int, frames: int, out: Path, *options: str) -> list[str]:
-    """``python -m musepose generate`` at ``size`` x ``size`` x ``frames``, fp32 on the CPU, plus ``options``."""
+def generate_command(weights: Path, ref: Path, poses: Path, size: int, frames: int, out: Path, *options: str,
+                     device: str = "cpu", precision: str = "fp32") -> list[str]:
+    """``python -m musepose generate`` at ``size`` x ``size`` x ``frames`` (fp32 on the CPU unless told), plus
+    ``options``."""
     return [sys.executable, "-m", "musepose", "generate", "--weights-dir", str(weights), "--ref", str(ref),
             "--poses", str(poses), "--width", str(size), "--height", str(size), "--frames", str(frames),
-            "--precision", "fp32", "--device", "cpu", "--out", str(out), *options]
+            "--precision", precision, "--device", device, "--out", str(out), *options]
 
 
 def measure(size: int, lengths: list[int], args) -> list[tuple[int, int, float]]:
@@ -78,7 +80,8 @@ def measure(size: int, lengths: list[int], args) -> list[tuple[int, int, float]]
     for frames in lengths:
         command = generate_command(args.weights, ref, poses, size, frames, args.work / "out.mp4", "--steps",
                                    str(args.steps), "--context-frames", str(args.context_frames),
-                                   "--context-overlap", str(args.context_overlap))
+                                   "--context-overlap", str(args.context_overlap), device=args.device,
+                                   precision=args.precision)
         rss, wall = child_peak_rss(command, args.repo, args.work / f"log-{size}-{frames}.txt")
         rows.append((frames, rss, wall))
         print(f"  {size}x{size}x{frames}: peak RSS {rss / 2**30:.3f} GiB ({wall:.0f} s)", flush=True)
@@ -93,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--context-frames", type=int, default=16)
     p.add_argument("--context-overlap", type=int, default=4)
+    p.add_argument("--device", default="cpu", help="where the networks run (host memory is measured either way)")
+    p.add_argument("--precision", default="fp32")
     p.add_argument("--repo", type=Path, default=REPO, help="the checkout whose `python -m musepose` runs")
     p.add_argument("--work", type=Path, default=None, help="folder for inputs and outputs (default: a temporary one)")
     args = p.parse_args(argv)
@@ -100,7 +105,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         args.work = args.work or Path(tmp)
         args.work.mkdir(parents=True, exist_ok=True)
-        print(f"peak RSS of `musepose generate` ({args.repo}), weights {args.weights}, fp32 CPU, context "
+        print(f"peak RSS of `musepose generate` ({args.repo}), weights {args.weights}, {args.precision} on {args.device}, context "
               f"{args.context_frames}/{args.context_overlap}, {args.steps} step(s)", flush=True)
         table = ["| size | " + " | ".join(f"{n} frames GiB" for n in lengths) +
                  " | growth MB/frame | target MB/frame |", "|---|" + "---|" * (len(lengths) + 2)]
