@@ -217,6 +217,13 @@ class _ProgressBar:
         if done >= total:
             self._bar.close()
 
+    def write(self, text: str) -> None:
+        """A message on a line of its own above the bar (printed plainly while no bar is shown)."""
+        if self._bar is not None and not self._bar.disable:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
     def close(self) -> None:
         """End the bar's line (a run that stops early: what comes next starts on a line of its own)."""
         if self._bar is not None:
@@ -343,8 +350,8 @@ def _generate(args, group=None) -> int:
     # The pose frames at the output size, kept once as uint8; the frames as read (any size) are dropped here.
     settings = settings.validated(len(poses))
     poses = PoseFrames(poses, settings.width, settings.height, settings.aspect)
-    say = (lambda text: print(text, file=sys.stderr)) if lead else (lambda text: None)
     bar = _ProgressBar("sampling", lambda: pipe.stats.progress_text()) if lead else None
+    say = bar.write if lead else (lambda text: None)
     checkpoints = _checkpoints(args)
     try:
         latents = pipe.sample(reference, poses, settings, memory, progress=bar, on_message=say, replicas=replicas,

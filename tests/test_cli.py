@@ -128,3 +128,16 @@ def test_convert_takes_the_same_precision_word_as_generate():
     assert parser.parse_args(["convert", "--weights-dir", "w", "--out", "o", "--dtype", "fp32"]).dtype == "fp32"
     result = run_cli("convert", "--weights-dir", str(WEIGHTS), "--out", "unused", "--precision", "fp8", check=False)
     assert result.returncode == 2 and "invalid choice: 'fp8'" in result.stderr
+
+
+def test_a_message_during_sampling_gets_a_line_of_its_own(capsys):
+    """A step-down said while the progress bar is shown starts its own line (on the GPU it was glued to the
+    end of the bar's line, where a reader, and `grep ^memory`, missed it)."""
+    from musepose.cli import _ProgressBar
+
+    bar = _ProgressBar("sampling", lambda: "elapsed 0:01")
+    bar(1, 4)
+    bar.write("memory: out of memory; stepping down to offload model")
+    bar(4, 4)
+    lines = [part for line in capsys.readouterr().err.splitlines() for part in line.split("\r")]
+    assert "memory: out of memory; stepping down to offload model" in lines

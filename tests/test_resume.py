@@ -311,3 +311,44 @@ def test_the_time_ahead_is_said_before_the_first_step():
     said.clear()
     _say_time_ahead(said.append, resumed, stats, config, torch.device("cuda"))
     assert said == ["time left: about 2:20 (at the interrupted run's pace)"]  # 70 batches x 2 s
+
+
+def test_a_resumed_run_starts_in_the_configuration_the_interrupted_run_had_stepped_down_to(
+        tiny_models, vector_a_inputs, one_thread, monkeypatch):
+    """An out-of-memory in step 1 steps the run down; it is interrupted after step 2 and resumed: the resumed
+    run starts in the stepped-down configuration (found on the GPU: starting from the top again steps down at
+    another moment, and the video differed by up to 1.2/255), and ends with the uninterrupted run's latents."""
+    from musepose.pipeline import MemorySettings, MusePosePipeline, SamplingSettings
+
+    settings, memory = SamplingSettings(**RUN), MemorySettings(budget_bytes=10 ** 12)
+    pipe = MusePosePipeline(tiny_models)
+    real, calls = pipe._unet, {"n": 0}
+
+    def failing_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "_unet", failing_once)
+    expected = pipe.sample(*vector_a_inputs, settings, memory)
+    stepped_down = pipe.stats.memory[1]
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_step_2(step, steps, denoised):
+        if step == 2:
+            raise Interrupted()
+
+    calls["n"] = 0
+    checkpoints = Checkpoints()
+    with pytest.raises(Interrupted):
+        pipe.sample(*vector_a_inputs, settings, memory, checkpoints=checkpoints, on_step=stop_after_step_2)
+    assert checkpoints.saved().step == 2 and checkpoints.saved().step_downs == 1
+    monkeypatch.setattr(pipe, "_unet", real)
+    said = []
+    resumed = pipe.sample(*vector_a_inputs, settings, memory, checkpoints=checkpoints, on_message=said.append)
+    assert pipe.stats.memory == [stepped_down]
+    assert "memory: " + stepped_down.describe() + " (where the interrupted run had stepped down to)" in said
+    assert torch.equal(resumed, expected)

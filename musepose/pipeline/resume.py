@@ -91,6 +91,10 @@ class StepState:
     scheduler_values: dict  # attribute -> JSON description (see scheduler_state)
     fingerprint: dict[str, str]
     unit_seconds: list[float] = field(default_factory=list)  # each finished window batch, in order
+    # How many times this device had stepped down its memory configuration on out-of-memory: a resumed run
+    # starts where the interrupted one had got to, so it runs the same configuration (and so the same
+    # arithmetic) as an uninterrupted run does after that step, instead of failing over again.
+    step_downs: int = 0
 
 
 # -- the scheduler ------------------------------------------------------------------------------------------
@@ -252,7 +256,7 @@ def write_state(directory: str | os.PathLike, state: StepState) -> Path:
         stale.unlink(missing_ok=True)
     tensors = {"latents": state.latents, **state.scheduler_tensors}
     meta = {"format": FORMAT, "step": state.step, "steps": state.steps, "scheduler": state.scheduler_values,
-            "fingerprint": state.fingerprint, "unit_seconds": state.unit_seconds,
+            "fingerprint": state.fingerprint, "unit_seconds": state.unit_seconds, "step_downs": state.step_downs,
             "crc32": {name: _crc(t) for name, t in tensors.items()}}
     temporary = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
     save_safetensors(tensors, temporary, metadata={_META_KEY: json.dumps(meta)})
@@ -283,7 +287,8 @@ def read_state(path: str | os.PathLike) -> StepState:
             raise ResumeError("its checksums do not match its contents")
         state = StepState(step=int(meta["step"]), steps=int(meta["steps"]), latents=tensors.pop("latents"),
                           scheduler_tensors=tensors, scheduler_values=meta["scheduler"],
-                          fingerprint=dict(meta["fingerprint"]), unit_seconds=[float(s) for s in meta["unit_seconds"]])
+                          fingerprint=dict(meta["fingerprint"]), unit_seconds=[float(s) for s in meta["unit_seconds"]],
+                          step_downs=int(meta.get("step_downs", 0)))
     except Exception as exc:  # noqa: BLE001 - whatever the reason, one message naming the file
         reason = str(exc) if isinstance(exc, ResumeError) else f"{type(exc).__name__}: {exc}"
         raise ResumeError(f"the saved state {path} is damaged or not a MusePose state ({reason})") from exc
@@ -367,8 +372,8 @@ class Checkpoints:
 
 
 def step_state(step: int, steps: int, latents: torch.Tensor, scheduler, fingerprint: dict[str, str],
-               unit_seconds: list[float]) -> StepState:
+               unit_seconds: list[float], step_downs: int = 0) -> StepState:
     """The state after ``step`` finished steps (the latents are the step's new tensor: not copied)."""
     tensors, values = scheduler_state(scheduler)
     return StepState(step=step, steps=steps, latents=latents, scheduler_tensors=tensors, scheduler_values=values,
-                     fingerprint=fingerprint, unit_seconds=list(unit_seconds))
+                     fingerprint=fingerprint, unit_seconds=list(unit_seconds), step_downs=step_downs)

@@ -287,12 +287,15 @@ class MusePosePipeline:
         say = on_message or logger.info
         keep = memory.keep_weights if isinstance(memory, MemorySettings) else True
         configs = self.plan_memory(settings, memory)
-        say("memory: " + configs[0].describe())
         self.stats = SamplingStats(memory=[configs[0]])
         scheduler, latents, resumed = self._starting_point(settings, checkpoints, fingerprint, group, say)
         first_step = resumed.step if resumed else 0
         if first_step == settings.steps:  # sampling had finished (what failed came after it)
             return latents
+        skipped = min(resumed.step_downs, len(configs) - 1) if resumed else 0
+        configs = configs[skipped:]
+        self.stats.memory = [configs[0]]
+        say("memory: " + configs[0].describe() + (" (where the interrupted run had stepped down to)" if skipped else ""))
         cond = self.encode_reference(reference, settings.width, settings.height, settings.aspect, trace, configs[0],
                                      keep, check_interrupt)
         self.stats.reference_seconds = time.perf_counter() - self.stats.started
@@ -328,7 +331,8 @@ class MusePosePipeline:
                     group.step_done(step_index + 1, latents)
                 if checkpoints is not None:
                     checkpoints.save(step_state(step_index + 1, steps, latents, scheduler, fingerprint,
-                                                self.stats.unit_seconds), self.stats.elapsed(),
+                                                self.stats.unit_seconds, skipped + len(self.stats.memory) - 1),
+                                     self.stats.elapsed(),
                                      write=group is None or group.rank == 0)
                 if on_step is not None:
                     denoised = getattr(step_output, "pred_original_sample", None)
