@@ -4,7 +4,9 @@ show them.
 The unit is one window batch of one step (what the progress bars count). The estimate is the mean time
 of the finished units times the units left. The first step's units are left out once a later unit has
 finished: they also compute each window's pose features (cached for the rest of the run) and meet the
-device cold (allocator growth, kernel autotuning), so they run slower than the rest.
+device cold (allocator growth, kernel autotuning), so they run slower than the rest. Within the first
+step, the very first unit (the coldest: on an H200 at 768x768 it took 3x the others) is left out once a
+second one has finished.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ def seconds_left(unit_seconds: Sequence[float], units_left: int, units_per_step:
     durations, in order; ``units_per_step`` of them make a step). None before any unit has finished."""
     if not unit_seconds:
         return None
-    settled = list(unit_seconds[units_per_step:]) or list(unit_seconds)
+    if len(unit_seconds) > units_per_step:
+        settled = list(unit_seconds[units_per_step:])
+    else:
+        settled = list(unit_seconds[1:]) or list(unit_seconds)
     return max(0, units_left) * sum(settled) / len(settled)
 
 
