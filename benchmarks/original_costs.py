@@ -39,7 +39,7 @@ from musepose.pipeline.sampler import DenoiserSession, MusePosePipeline
 
 #: The original's memory behaviour as a configuration of our levers (all resident, batched CFG, no
 #: chunking, whole-video pose features kept, one frame per VAE decode).
-ORIGINAL = MemoryConfig(level="none", cfg_mode="batched", chunk_bytes=None, offload_models=False,
+ORIGINAL = MemoryConfig(offload="none", cfg_mode="batched", chunk_bytes=None, offload_models=False,
                         weight_budget=None, pose_cache=True, decode_chunk=1)
 
 

@@ -26,22 +26,6 @@ def find_demo_data() -> Path:
                      "of the repository (https://github.com/musepose-express/comfyui-musepose-express)")
 
 
-def _positive(kind: str):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{kind} must be at least 1 (got {value})")
-        return value
-    return parse
-
-
-def _at_least_zero(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (auto) or a number of frames (got {value})")
-    return value
-
-
 def _device_list(text: str) -> list[str]:
     devices = [d.strip() for d in text.split(",") if d.strip()]
     if not devices:
@@ -49,29 +33,21 @@ def _device_list(text: str) -> list[str]:
     return devices
 
 
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    from .options import ASPECT_MODES, BLENDINGS, CFG_MODES, CONTEXT_SCHEDULES, OFFLOAD_LEVELS, PRECISIONS, SCHEDULERS
+#: The run settings ``generate`` takes, in ``--help`` order (each defined once in ``musepose.options``).
+GENERATE_SETTINGS = ("width", "height", "frames", "steps", "cfg", "seed", "context_frames", "context_overlap",
+                     "context_schedule", "windows_per_batch", "blending", "scheduler", "aspect", "precision")
+#: What ``generate`` and ``plan`` both take about memory.
+MEMORY_SETTINGS = ("offload", "cfg_mode")
+#: The run settings ``plan`` takes (it has no pose frames: ``--frames`` counts the video's frames).
+PLAN_SETTINGS = ("width", "height", "context_frames", "context_overlap", "windows_per_batch", "steps", "cfg",
+                 "precision")
 
-    p.add_argument("--width", type=int, default=512, help="output width (rounded down to a multiple of 8)")
-    p.add_argument("--height", type=int, default=512, help="output height (rounded down to a multiple of 8)")
-    p.add_argument("--frames", type=_positive("--frames"), default=None,
-                   help="frames to generate (default: all pose frames)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale; <= 1 disables it")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (CPU generator: same noise on any device)")
-    p.add_argument("--context-frames", type=int, default=48, help="frames per context window (default 48)")
-    p.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
-    p.add_argument("--context-schedule", choices=CONTEXT_SCHEDULES, default="uniform",
-                   help="uniform = the original (last window wraps to frame 0); static = last window slides back")
-    p.add_argument("--windows-per-batch", "--context-batch-size", dest="windows_per_batch", type=int, default=1,
-                   help="windows per UNet call")
-    p.add_argument("--blending", "--blend", dest="blending", choices=BLENDINGS, default="flat",
-                   help="overlap blending")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
-    p.add_argument("--aspect", choices=ASPECT_MODES, default="stretch",
-                   help="how pose frames/reference of another aspect ratio are fitted to W x H")
-    p.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="auto",
-                   help="auto = fp16 on a GPU, fp32 on the CPU; fp8 stores the UNets' weights as fp8 (lossy)")
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from .options import add_cli_argument
+
+    for name in GENERATE_SETTINGS + MEMORY_SETTINGS + ("decode_chunk",):
+        add_cli_argument(p, name)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--devices", default=None, type=_device_list,
                    help="several devices in this process, e.g. cuda:0,cuda:1: one model replica each, every step's "
@@ -85,16 +61,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
                    help="with --distributed: how long a rank waits for the others before it stops with an error "
                         "(default 600)")
-    p.add_argument("--offload", choices=OFFLOAD_LEVELS, default="auto",
-                   help="memory level: auto = the fastest that fits the free memory; none = everything resident; "
-                        "model = networks on the device only while they run, activations chunked; lowvram = "
-                        "also stream the UNet's weights")
-    p.add_argument("--cfg-mode", choices=CFG_MODES, default="auto",
-                   help="sequential runs the two guidance halves one after the other (less memory); auto decides")
     p.add_argument("--vram-gb", type=float, default=None,
                    help="device memory this run may use, in GB (default: what is free on the device)")
-    p.add_argument("--decode-chunk", type=_at_least_zero, default=0,
-                   help="frames decoded per VAE call (default 0 = as many as fit)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the pose video's, else 12)")
     p.add_argument("--out", default="outputs/musepose.mp4", help="output .mp4 path")
     p.add_argument("--save-array", default=None,
@@ -105,8 +73,30 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="with --checkpoint-dir: ignore a saved state, start afresh")
 
 
+def _add_plan_args(plan: argparse.ArgumentParser) -> None:
+    from .options import add_cli_argument, setting_with
+
+    for name in PLAN_SETTINGS + MEMORY_SETTINGS:
+        add_cli_argument(plan, name)
+    add_cli_argument(plan, "frames", setting_with("frames", default=PLAN_FRAMES, help="video frames"))
+    plan.add_argument("--vram-gb", type=float, default=24.0, help="free device memory to plan for (default 24)")
+    plan.add_argument("--devices", type=_count, default=1,
+                      help="devices sharing each step's windows (GPUs of one process or torchrun ranks)")
+
+
+#: The video length ``plan`` assumes: one window of the default length.
+PLAN_FRAMES = 48
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--devices must be at least 1 (got {value})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .options import CFG_MODES, CONVERT_PRECISIONS, OFFLOAD_LEVELS, PRECISIONS
+    from .options import CONVERT_PRECISIONS, add_cli_argument
 
     parser = argparse.ArgumentParser(prog="python -m musepose", description="MusePose Express engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -120,8 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--driving-video", help="a dance video: DWPose extraction + alignment + drawing first")
     gen.add_argument("--dwpose-dir", default=None, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
                      "(needed with --driving-video)")
-    gen.add_argument("--pose-backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                     help="what runs DWPose on --driving-video (default auto; see docs/POSE.md)")
+    add_cli_argument(gen, "pose_backend")
     _add_sampling_args(gen)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the bundled tiny weights and sample")
@@ -140,21 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_pose_subcommands(sub)
 
     plan = sub.add_parser("plan", help="predict peak device memory and time per memory level (no GPU needed)")
-    plan.add_argument("--width", type=int, default=768)
-    plan.add_argument("--height", type=int, default=768)
-    plan.add_argument("--frames", type=int, default=48, help="video frames")
-    plan.add_argument("--context-frames", type=int, default=48)
-    plan.add_argument("--context-overlap", type=int, default=4)
-    plan.add_argument("--windows-per-batch", type=int, default=1)
-    plan.add_argument("--steps", type=int, default=20)
-    plan.add_argument("--cfg", type=float, default=3.5)
-    plan.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp16")
-    plan.add_argument("--vram-gb", type=float, default=24.0, help="free device memory to plan for")
-    plan.add_argument("--offload", choices=OFFLOAD_LEVELS, default="auto")
-    plan.add_argument("--cfg-mode", choices=CFG_MODES, default="auto")
-    plan.add_argument("--devices", type=_positive("--devices"), default=1,
-                      help="devices sharing each step's windows (GPUs of one process or torchrun ranks)")
+    _add_plan_args(plan)
     return parser
+
+
+def _sampling_settings(args):
+    """The run settings the parsed arguments hold (``musepose.options.SAMPLING_FIELDS`` by name; the ones a
+    command does not take keep their defaults)."""
+    from .options import SAMPLING_FIELDS
+    from .pipeline import SamplingSettings
+
+    return SamplingSettings(**{name: getattr(args, name) for name in SAMPLING_FIELDS if hasattr(args, name)})
 
 
 def run_plan(args) -> int:
@@ -163,22 +148,21 @@ def run_plan(args) -> int:
 
     import torch
 
-    from .pipeline import MemorySettings, SamplingSettings
+    from .pipeline import MemorySettings
     from .pipeline.memory import SAFETY, choose
     from .pipeline.planner import WeightBytes
     from .weights.loader import build_models
 
-    settings = SamplingSettings(width=args.width, height=args.height, frames=args.frames, steps=args.steps,
-                                cfg=args.cfg, context_frames=args.context_frames, context_overlap=args.context_overlap,
-                                windows_per_batch=args.windows_per_batch).validated(args.frames)
-    dtype_bytes = 4 if args.precision == "fp32" else 2
+    settings = _sampling_settings(args).validated(args.frames)
+    precision = "fp16" if args.precision == "auto" else args.precision  # auto: what a GPU run gets
+    dtype_bytes = 4 if precision == "fp32" else 2
     models = build_models(device="meta")
     models.dtype = torch.float32 if dtype_bytes == 4 else torch.float16
     job = replace(settings.job(models), devices=args.devices)
-    weights = WeightBytes.full_size(dtype_bytes, fp8=args.precision == "fp8")
+    weights = WeightBytes.full_size(dtype_bytes, fp8=precision == "fp8")
     free = args.vram_gb * 1e9
     print(f"MusePose plan: {settings.width}x{settings.height}, {job.video_frames} frames in {job.windows} window(s) of "
-          f"{job.window_frames}, cfg {settings.cfg}, {args.precision}, {settings.steps} steps; {args.vram_gb:g} GB free")
+          f"{job.window_frames}, cfg {settings.cfg}, {precision}, {settings.steps} steps; {args.vram_gb:g} GB free")
     if args.devices > 1:
         batches = math.ceil(job.windows / min(job.windows_per_batch, job.windows))
         print(f"{args.devices} devices share each step's {batches} window batch(es): "
@@ -292,63 +276,18 @@ def _rank_failed(exc: BaseException, group) -> int:
 
 
 def _generate(args, group=None) -> int:
-    import torch
-
-    from .device import peak_memory_report, resolve_device, resolve_dtype
-    from .pipeline import EnginePlacement, MemorySettings, MusePosePipeline, SamplingSettings
-    from .pipeline.parallel import replicate
+    from .pipeline import MemorySettings
     from .pipeline.preprocess import PoseFrames
-    from .video import read_frames, read_image_rgb
-    from .weights import load_models
 
-    if group is not None:
-        devices = [group.device]
-    elif args.devices:
-        if args.device != "auto":
-            raise SystemExit("error: give --device or --devices, not both (the first of --devices is the main one)")
-        devices = [resolve_device(d) for d in args.devices]
-    else:
-        devices = [resolve_device(args.device)]
-    device = devices[0]
+    devices = _devices(args, group)
     lead = group is None or group.rank == 0  # the process that reports and writes the outputs
-    dtype = resolve_dtype(args.precision, device)
-    if device.type == "cpu" and dtype == torch.float16:
-        logging.warning("fp16 on the CPU is slow and some ops lack fp16 kernels; fp32 or bf16 is recommended")
-    reference = read_image_rgb(args.ref)
-    fps = args.fps
-    if args.poses:
-        poses, source_fps = read_frames(args.poses, max_frames=args.frames)
-    else:
-        if not args.dwpose_dir:
-            raise SystemExit("--driving-video needs --dwpose-dir (folder with yolox_l.onnx and dw-ll_ucoco_384.onnx)")
-        from .pose.cli import driving_video_to_pose_frames
-
-        poses, source_fps = driving_video_to_pose_frames(args.dwpose_dir, reference, args.driving_video,
-                                                         args.width - args.width % 8, args.height - args.height % 8,
-                                                         ref_fit=args.aspect, max_frames=args.frames,
-                                                         device=str(device), backend=args.pose_backend)
-    fps = fps or source_fps or 12.0
-
+    reference, poses, fps = _read_inputs(args, devices[0])
     started = time.perf_counter()
-    # One-shot run: each network's weights are read when it is first needed and dropped after its last
-    # use, so the process never holds more than the networks of the current stage.
-    models = load_models(args.weights_dir, dtype=dtype, device="cpu", lazy=True, fp8=args.precision == "fp8")
-    pipe = MusePosePipeline(models, placement=EnginePlacement(device))
-    replicas = [replicate(pipe, d) for d in devices[1:]]
-    if args.compile:
-        from .models.compile import compile_unets
-
-        for each in (pipe, *replicas):
-            compile_unets(each.models, each.device)
-    settings = SamplingSettings(
-        width=args.width, height=args.height, frames=args.frames, steps=args.steps, cfg=args.cfg,
-        seed=args.seed, context_frames=args.context_frames, context_overlap=args.context_overlap,
-        context_schedule=args.context_schedule, windows_per_batch=args.windows_per_batch, blending=args.blending,
-        scheduler=args.scheduler, aspect=args.aspect)
+    pipe, replicas = _pipelines(args, devices)
     memory = MemorySettings(offload=args.offload, cfg_mode=args.cfg_mode, decode_chunk=args.decode_chunk,
                             budget_bytes=int(args.vram_gb * 1e9) if args.vram_gb else None, keep_weights=False)
     # The pose frames at the output size, kept once as uint8; the frames as read (any size) are dropped here.
-    settings = settings.validated(len(poses))
+    settings = _sampling_settings(args).validated(len(poses))
     poses = PoseFrames(poses, settings.width, settings.height, settings.aspect)
     bar = _ProgressBar("sampling", lambda: pipe.stats.progress_text()) if lead else None
     say = bar.write if lead else (lambda text: None)
@@ -362,17 +301,83 @@ def _generate(args, group=None) -> int:
     written = _decode_and_write(pipe, latents, group, lead, args, fps)
     if written is None:
         return 0
+    _report(pipe, written, fps, time.perf_counter() - started, devices, group)
+    if checkpoints is not None:  # the video is written: the state has served
+        checkpoints.discard()
+    return 0
+
+
+def _devices(args, group) -> list:
+    """The devices of this process, the main one first (``--device``, ``--devices`` or the rank's)."""
+    from .device import resolve_device
+
+    if group is not None:
+        return [group.device]
+    if args.devices:
+        if args.device != "auto":
+            raise SystemExit("error: give --device or --devices, not both (the first of --devices is the main one)")
+        return [resolve_device(d) for d in args.devices]
+    return [resolve_device(args.device)]
+
+
+def _read_inputs(args, device):
+    """``(reference uint8 [H, W, 3], pose frames uint8 [F, h, w, 3], fps)``: pose renders as read, or drawn
+    from a driving video by DWPose."""
+    from .pipeline.preprocess import round_size
+    from .video import read_frames, read_image_rgb
+
+    reference = read_image_rgb(args.ref)
+    if args.poses:
+        poses, source_fps = read_frames(args.poses, max_frames=args.frames)
+    else:
+        if not args.dwpose_dir:
+            raise SystemExit("--driving-video needs --dwpose-dir (folder with yolox_l.onnx and dw-ll_ucoco_384.onnx)")
+        from .pose.cli import driving_video_to_pose_frames
+
+        poses, source_fps = driving_video_to_pose_frames(args.dwpose_dir, reference, args.driving_video,
+                                                         *round_size(args.width, args.height, warn=False), ref_fit=args.aspect,
+                                                         max_frames=args.frames, device=str(device),
+                                                         backend=args.pose_backend)
+    return reference, poses, args.fps or source_fps or 12.0
+
+
+def _pipelines(args, devices):
+    """The main device's pipeline and one replica per further device. One-shot run: each network's weights
+    are read when it is first needed and dropped after its last use, so the process never holds more than
+    the networks of the current stage."""
+    import torch
+
+    from .device import resolve_dtype
+    from .pipeline import EnginePlacement, MusePosePipeline
+    from .pipeline.parallel import replicate
+    from .weights import load_models
+
+    dtype = resolve_dtype(args.precision, devices[0])
+    if devices[0].type == "cpu" and dtype == torch.float16:
+        logging.warning("fp16 on the CPU is slow and some ops lack fp16 kernels; fp32 or bf16 is recommended")
+    models = load_models(args.weights_dir, dtype=dtype, device="cpu", lazy=True, fp8=args.precision == "fp8")
+    pipe = MusePosePipeline(models, placement=EnginePlacement(devices[0]))
+    replicas = [replicate(pipe, d) for d in devices[1:]]
+    if args.compile:
+        from .models.compile import compile_unets
+
+        for each in (pipe, *replicas):
+            compile_unets(each.models, each.device)
+    return pipe, replicas
+
+
+def _report(pipe, written, fps: float, seconds: float, devices, group) -> None:
+    """The run's last lines: what was written, where, and the time and memory it took."""
+    from .device import peak_memory_report
+
     out, shape = written
     steps = pipe.stats.seconds_per_step
     where = (f" on {len(devices)} devices ({', '.join(map(str, devices))})" if len(devices) > 1 else
              f" on {group.world_size} ranks" if group is not None and group.world_size > 1 else "")
-    print(f"wrote {out} ({shape[0]} frames, {shape[2]}x{shape[1]}, {fps:g} fps) in "
-          f"{time.perf_counter() - started:.1f} s{where}")
+    print(f"wrote {out} ({shape[0]} frames, {shape[2]}x{shape[1]}, {fps:g} fps) in {seconds:.1f} s{where}")
     print(f"time per step {np.mean(steps) if steps else 0:.3f} s over {len(steps)} steps; reference "
-          f"{pipe.stats.reference_seconds:.2f} s; decode {pipe.stats.decode_seconds:.2f} s; {peak_memory_report(device)}")
-    if checkpoints is not None:  # the video is written: the state has served
-        checkpoints.discard()
-    return 0
+          f"{pipe.stats.reference_seconds:.2f} s; decode {pipe.stats.decode_seconds:.2f} s; "
+          f"{peak_memory_report(devices[0])}")
 
 
 def _checkpoints(args):

@@ -15,7 +15,7 @@ from .bundle import LoadedSet, MusePoseModel
 from .download import download_missing
 from .model_cache import MODEL_CACHE
 from .model_files import file_fingerprint, missing_files, missing_message, resolve_weight_paths
-from .options import AUTO, CATEGORY, MODEL_TYPE, OFFLOAD_LEVELS, PRECISIONS
+from .options import AUTO, CATEGORY, MODEL_TYPE, OFFLOAD_LEVELS, PRECISIONS, widget
 
 logger = logging.getLogger("musepose_express")
 
@@ -99,16 +99,8 @@ class MusePoseModelLoader:
                 "image_encoder": ([AUTO] + host.list_model_files("clip_vision"), {"default": AUTO, "tooltip": (
                     "CLIP image encoder of sd-image-variations-diffusers from models/clip_vision. auto: "
                     "sd-image-variations-diffusers/image_encoder/, then the official layout.")}),
-                "precision": (list(PRECISIONS), {"default": AUTO, "tooltip": (
-                    "Weight/compute dtype. auto = ComfyUI's recommendation for this device (fp16/bf16 on most "
-                    "GPUs, fp32 on CPU). fp8 stores the UNets' large weights in 8 bits and computes in fp16: "
-                    "about half the UNet memory, slightly different output (lossy).")}),
-                "offload": (list(OFFLOAD_LEVELS), {"default": AUTO, "tooltip": (
-                    "Memory level of the runs. auto: the fastest setting predicted to fit the free VRAM (the "
-                    "Sampler shows what it picked; on out-of-memory it steps down). none: everything stays on "
-                    "the GPU (fastest, most VRAM: ~18 GB at 768x768x48). model: each network on the GPU only "
-                    "while it runs, guidance halves one after the other, activations in chunks (~5 GB at 768). "
-                    "lowvram: also streams the UNet's weights (~3.3 GB at 768).")}),
+                "precision": widget("precision"),
+                "offload": widget("offload"),
                 "attention": (available_backends(), {"default": "sdpa", "tooltip": (
                     "Attention kernel: PyTorch SDPA, or xformers / sageattention when installed.")}),
                 "download_missing": ("BOOLEAN", {"default": False, "tooltip": (

@@ -9,8 +9,11 @@ import time
 
 from . import host
 from .attention import attention_backend
-from .options import (ASPECT_MODES, BLENDINGS, CATEGORY, CFG_MODES, CONTEXT_SCHEDULES, MAX_CONTEXT_FRAMES,
-                      MAX_RESOLUTION, MIN_RESOLUTION, MODEL_TYPE, NORMAL_RESOLUTION, SCHEDULERS)
+from .options import CATEGORY, MODEL_TYPE, NORMAL_RESOLUTION, problems, widget
+
+#: The Sampler's widgets, in the order saved workflows have them (each defined in ``musepose.options``).
+WIDGETS = ("width", "height", "seed", "steps", "cfg", "scheduler", "context_frames", "context_overlap",
+           "context_schedule", "blending", "windows_per_batch", "aspect", "cfg_mode")
 from .preview import LatestPreview, engine_to_latent
 
 logger = logging.getLogger("musepose_express")
@@ -30,33 +33,10 @@ def aspect_note(src_w: int, src_h: int, width: int, height: int, mode: str, what
 def sampler_input_problems(width=None, height=None, context_frames=None, context_overlap=None) -> list[str]:
     """What the Sampler's widgets alone rule out, each in a sentence (empty: fine). ``None`` = linked, unknown.
 
-    Used at queue time (VALIDATE_INPUTS, which replaces ComfyUI's own min/max checks of these inputs)
-    and again when the node runs (a linked width or height is known only then).
+    The engine's own check (``musepose.options.problems``), used at queue time (VALIDATE_INPUTS) and again
+    when the node runs (a linked width or height is known only then).
     """
-    problems = []
-    for name, value in (("width", width), ("height", height)):
-        if value is None:
-            continue
-        if int(value) > MAX_RESOLUTION:
-            problems.append(f"{name} {int(value)} is more than MusePose Express supports: at most {MAX_RESOLUTION} "
-                            f"pixels a side (MusePose was trained at 512-768). Use a smaller size and upscale "
-                            f"the video afterwards.")
-        elif int(value) < MIN_RESOLUTION:
-            problems.append(f"{name} {int(value)} is less than the smallest size, {MIN_RESOLUTION} pixels.")
-    if context_frames is not None:
-        if int(context_frames) > MAX_CONTEXT_FRAMES:
-            problems.append(f"context_frames {int(context_frames)} is more than the motion module handles: at most "
-                            f"{MAX_CONTEXT_FRAMES} frames per window (MusePose used 48).")
-        elif int(context_frames) < 1:
-            problems.append(f"context_frames must be at least 1 (got {int(context_frames)}).")
-    if context_overlap is not None:
-        if int(context_overlap) < 0:
-            problems.append(f"context_overlap cannot be negative (got {int(context_overlap)}).")
-        elif context_frames is not None and int(context_overlap) >= int(context_frames):
-            problems.append(f"context_overlap ({int(context_overlap)}) must be smaller than context_frames "
-                            f"({int(context_frames)}): otherwise neighbouring windows share every frame. Lower "
-                            f"context_overlap (MusePose used 4 with 48-frame windows).")
-    return problems
+    return problems(width=width, height=height, context_frames=context_frames, context_overlap=context_overlap)
 
 
 def large_run_note(settings, musepose) -> str | None:
@@ -127,40 +107,7 @@ class MusePoseSampler:
                 "reference_image": ("IMAGE", {"tooltip": "The person to animate (the first image of the batch)."}),
                 "pose_images": ("IMAGE", {"tooltip": "Pose frames (MusePose-style skeleton renders), one per output "
                                                      "frame: e.g. from MusePose Pose Align."}),
-                "width": ("INT", {"default": 512, "min": MIN_RESOLUTION, "max": MAX_RESOLUTION, "step": 8,
-                                  "tooltip": f"Output width (multiple of 8; at most {MAX_RESOLUTION})."}),
-                "height": ("INT", {"default": 768, "min": MIN_RESOLUTION, "max": MAX_RESOLUTION, "step": 8,
-                                   "tooltip": f"Output height (multiple of 8; at most {MAX_RESOLUTION})."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Noise seed: the same seed and settings give the same video."}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 200,
-                                  "tooltip": "Denoising steps (MusePose used 20 with DDIM)."}),
-                "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Classifier-free guidance scale (MusePose: 3.5). <= 1 disables guidance "
-                                             "and halves the work."}),
-                "scheduler": (list(SCHEDULERS), {"default": "ddim", "tooltip": (
-                    "Sampler. ddim is MusePose's own; the others use the same v-prediction / zero-SNR schedule.")}),
-                "context_frames": ("INT", {"default": 48, "min": 1, "max": MAX_CONTEXT_FRAMES, "tooltip": (
-                    "Frames per context window (MusePose: 48; at most 128, the motion module's limit). Smaller "
-                    "windows need less memory and run faster per step.")}),
-                "context_overlap": ("INT", {"default": 4, "min": 0, "max": MAX_CONTEXT_FRAMES - 1, "tooltip": (
-                    "Frames shared by neighbouring windows (must be smaller than context_frames).")}),
-                "context_schedule": (list(CONTEXT_SCHEDULES), {"default": "uniform", "tooltip": (
-                    "uniform: MusePose's windows (the last one wraps around to the first frames). static: the "
-                    "last window ends on the last frame (no wrap, no wasted frames).")}),
-                "blending": (list(BLENDINGS), {"default": "flat", "tooltip": (
-                    "How overlapping window predictions are mixed: flat average (MusePose) or pyramid "
-                    "(window centres weigh more: smoother seams).")}),
-                "windows_per_batch": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
-                    "Windows denoised together in one UNet call: faster on big GPUs, more memory.")}),
-                "aspect": (list(ASPECT_MODES), {"default": "stretch", "tooltip": (
-                    "When the reference or pose frames have another shape than width x height: stretch (as "
-                    "MusePose; a warning is logged), crop (centre) or pad (black borders). Use the same choice "
-                    "as the pose alignment's ref_fit.")}),
-                "cfg_mode": (list(CFG_MODES), {"default": "auto", "tooltip": (
-                    "auto: the memory policy decides (the loader's offload level). batched: both guidance halves "
-                    "in one UNet call (fastest when memory allows). sequential: one after the other, same result "
-                    "with about half the activation memory.")}),
+                **{name: widget(name) for name in WIDGETS},
             }
         }
 
@@ -174,7 +121,7 @@ class MusePoseSampler:
         widgets' limits) and get ours, with the reason, when the node runs (a linked size is known only then).
         """
         problems = sampler_input_problems(context_frames=context_frames, context_overlap=context_overlap)
-        return " ".join(problems) if problems else True
+        return "; ".join(problems) if problems else True
 
     def sample(self, musepose, reference_image, pose_images, width=512, height=768, seed=0, steps=20, cfg=3.5,
                scheduler="ddim", context_frames=48, context_overlap=4, context_schedule="uniform", blending="flat",
@@ -183,7 +130,7 @@ class MusePoseSampler:
 
         problems = sampler_input_problems(width, height, context_frames, context_overlap)
         if problems:
-            raise ValueError("MusePose Sampler: " + " ".join(problems))
+            raise ValueError("MusePose Sampler: " + "; ".join(problems))
         if reference_image.ndim == 3:
             reference_image = reference_image[None]
         if pose_images.ndim == 3:

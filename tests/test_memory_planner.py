@@ -97,10 +97,10 @@ SMALL = dict(unet=dict(block_out_channels=(32, 64, 128, 128), attention_head_dim
 
 
 @pytest.mark.parametrize("config", [
-    dict(level="none", cfg_mode="batched"),
-    dict(level="model", cfg_mode="sequential", chunk_bytes=1 * MiB, offload_models=True, pose_cache=False,
+    dict(offload="none", cfg_mode="batched"),
+    dict(offload="model", cfg_mode="sequential", chunk_bytes=1 * MiB, offload_models=True, pose_cache=False,
          decode_chunk=4),
-    dict(level="lowvram", cfg_mode="sequential", chunk_bytes=512 * 1024, offload_models=True, pose_cache=False,
+    dict(offload="lowvram", cfg_mode="sequential", chunk_bytes=512 * 1024, offload_models=True, pose_cache=False,
          weight_budget=2 * MiB, decode_chunk=2),
 ])
 def test_planner_agrees_with_the_meter(config):

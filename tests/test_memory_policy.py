@@ -34,12 +34,12 @@ CHUNK = 1_000_000  # tiny net at 96x96: transformers 2 of 16 frames per chunk, m
 #                    positions, resnets 9 frames, the pose guider one frame
 CONFIGS = {
     "sequential": dict(cfg_mode="sequential"),
-    "model offload": dict(level="model", offload_models=True),
+    "model offload": dict(offload="model", offload_models=True),
     "chunked batched": dict(chunk_bytes=CHUNK),
     "chunked sequential, pose rows": dict(cfg_mode="sequential", chunk_bytes=CHUNK, pose_cache=False),
-    "model + sequential + chunks": dict(level="model", offload_models=True, cfg_mode="sequential",
+    "model + sequential + chunks": dict(offload="model", offload_models=True, cfg_mode="sequential",
                                         chunk_bytes=CHUNK, pose_cache=False, decode_chunk=3),
-    "lowvram streaming": dict(level="lowvram", offload_models=True, cfg_mode="sequential", chunk_bytes=CHUNK,
+    "lowvram streaming": dict(offload="lowvram", offload_models=True, cfg_mode="sequential", chunk_bytes=CHUNK,
                               weight_budget=300_000, pose_cache=False, decode_chunk=1),
 }
 
@@ -75,7 +75,7 @@ def test_streaming_keeps_its_budget_and_gives_the_weights_back(tiny_models, vect
     budget = 300_000
     pipe = MusePosePipeline(tiny_models, placement=Watching("cpu"))
     out = pipe.sample(*vector_a_inputs, vector_a_settings(),
-                      _config(level="lowvram", offload_models=True, weight_budget=budget, decode_chunk=4))
+                      _config(offload="lowvram", offload_models=True, weight_budget=budget, decode_chunk=4))
     assert max_abs(out, exact) <= TOL
     stats = seen["stats"]
     assert stats.loads + stats.prefetches > stats.units  # blocks were evicted and brought back
@@ -93,7 +93,7 @@ def test_auto_picks_the_fastest_on_a_big_card_and_fits_small_ones():
     weights = WeightBytes.full_size(2)
     job768 = Job(768, 768, 48, 48)
     big = choose(MemorySettings(), job768, weights, 80e9)[0]
-    assert (big.level, big.cfg_mode, big.chunk_bytes, big.offload_models, big.weight_budget) == \
+    assert (big.offload, big.cfg_mode, big.chunk_bytes, big.offload_models, big.weight_budget) == \
         ("none", "batched", None, False, None)
     for job, free, target in ((job768, 6e9, 5.0e9), (job768, 4e9, 3.3e9), (Job(512, 512, 48, 48), 4e9, 3.3e9)):
         chain = choose(MemorySettings(), job, weights, free)
@@ -110,7 +110,7 @@ def test_pinned_level_and_cfg_mode_are_kept():
 
     chain = choose(MemorySettings(offload="model", cfg_mode="batched"), Job(512, 512, 48, 48), WeightBytes.full_size(2),
                    80e9)
-    assert all(c.level == "model" and c.offload_models and c.cfg_mode == "batched" for c in chain)
+    assert all(c.offload == "model" and c.offload_models and c.cfg_mode == "batched" for c in chain)
 
 
 def _accelerator_error(message: str) -> BaseException:
@@ -222,9 +222,9 @@ def test_bad_memory_settings_are_refused(tiny_models, vector_a_inputs):
     from musepose.pipeline import InputError, MemorySettings, MusePosePipeline
 
     pipe = MusePosePipeline(tiny_models)
-    for settings, match in ((MemorySettings(offload="turbo"), "unknown offload level"),
-                            (MemorySettings(cfg_mode="parallel"), "unknown CFG mode"),
-                            (MemorySettings(decode_chunk=-1), "decode chunk"),
+    for settings, match in ((MemorySettings(offload="turbo"), "unknown offload .turbo.; use one of auto, none"),
+                            (MemorySettings(cfg_mode="parallel"), "unknown cfg_mode"),
+                            (MemorySettings(decode_chunk=-1), "decode_chunk must be at least 0"),
                             (MemorySettings(budget_bytes=0), "budget")):
         with pytest.raises(InputError, match=match):
             pipe.sample(*vector_a_inputs, vector_a_settings(steps=1), settings)
@@ -248,7 +248,7 @@ def test_fp8_storage(vector_a_inputs, exact):
     assert stored.denoising_unet.dtype == torch.float32  # layers outside the blocks keep the compute dtype
     out_fp8 = MusePosePipeline(stored).sample(*vector_a_inputs, vector_a_settings(), _config())
     streamed = MusePosePipeline(stored).sample(*vector_a_inputs, vector_a_settings(), _config(
-        level="lowvram", offload_models=True, weight_budget=100_000))
+        offload="lowvram", offload_models=True, weight_budget=100_000))
     assert max_abs(out_fp8, streamed) <= TOL
 
     reference = load_models(WEIGHTS, dtype=torch.float32)

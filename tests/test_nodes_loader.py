@@ -191,7 +191,7 @@ def test_every_offload_level_samples_vector_a_outside_comfyui(env):
         (latent,) = sampler().sample(model, reference, poses, **{**VECTOR_A_SAMPLER, "cfg_mode": "auto"})
         assert np.abs(latent["samples"].numpy() * 0.18215 - expected).max() <= 1e-3, level
         picked = model.pipeline.stats.memory[0]
-        assert picked.level == (level if level != "auto" else picked.level)
+        assert picked.offload == (level if level != "auto" else picked.offload)
 
 
 def test_switching_offload_reuses_the_weights(env, monkeypatch):

@@ -169,7 +169,7 @@ def test_sampler_validate_inputs_judges_the_window_inputs_only(pack):
     for change, expected in (
             (dict(context_overlap=48), "context_overlap (48) must be smaller than context_frames (48)"),
             (dict(context_frames=8, context_overlap=9), "context_overlap (9) must be smaller than context_frames (8)"),
-            (dict(context_overlap=-1), "cannot be negative"),
+            (dict(context_overlap=-1), "context_overlap must be at least 0 (got -1)"),
             (dict(context_frames=129), "at most 128 frames per window"),
             (dict(context_frames=0, context_overlap=None), "context_frames must be at least 1")):
         result = sampler.VALIDATE_INPUTS(**{**ok, **change})
@@ -179,10 +179,10 @@ def test_sampler_validate_inputs_judges_the_window_inputs_only(pack):
 def test_sampler_checks_every_input_when_it_runs(pack):
     """A linked width is only known when the node runs: the same checks, with the reason, before any work."""
     sampler = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]
-    for change, expected in ((dict(width=4096), "width 4096 is more than MusePose Express supports: at most 2048 "
-                                                "pixels a side"),
-                             (dict(height=8192), "height 8192 is more than"),
-                             (dict(width=56), "width 56 is less than the smallest size, 64 pixels"),
+    for change, expected in ((dict(width=4096), "width must be at most 2048 (got 4096): MusePose was trained at "
+                                                "512-768; use a smaller size and upscale the video afterwards"),
+                             (dict(height=8192), "height must be at most 2048 (got 8192)"),
+                             (dict(width=56), "width must be at least 64 (got 56)"),
                              (dict(context_frames=8, context_overlap=8), "must be smaller than context_frames (8)")):
         with pytest.raises(ValueError, match=re.escape(expected)):
             sampler().sample(None, None, None, **{"width": 512, "height": 512, **change})

@@ -16,9 +16,11 @@ Like diffusers' independent ``enable_*`` switches, each lever is a field of :cla
   full-size tensor);
 * ``decode_chunk`` / ``decode_tiling``: frames per VAE decode call, and diffusers' tiled decoding.
 
-A user asks through :class:`MemorySettings`: ``offload`` names a level (``none``: everything
-resident, fastest; ``model``: models offloaded, activations chunked; ``lowvram``: also the UNet's
-weights streamed) or ``auto``, which reads the device's free memory, asks the planner
+The words: the user asks through :class:`MemorySettings`, whose ``offload`` names a memory level
+(``musepose.options.LEVELS``: ``none``, ``model``, ``lowvram``, each with what it moves off the device) or
+``auto``; a :class:`MemoryConfig` is one concrete configuration, belonging to one level (its ``offload``)
+and setting every lever. A level fixes only ``offload_models`` and whether the UNet is streamed; the other
+levers are chosen per run at every level. ``auto`` reads the device's free memory, asks the planner
 (:mod:`musepose.pipeline.planner`) for the fastest configuration predicted to fit with a margin, and
 keeps the next ones as fallbacks the pipeline steps down to on out-of-memory. fp8 weight storage is not
 a lever of a run: it is a weight format chosen when loading (lossy), which the planner takes into
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..options import CFG_MODES, OFFLOAD_LEVELS
+from ..options import LEVELS, SETTINGS, problems
 from .planner import Estimate, Job, WeightBytes, estimate, vae_decode_peak
 
 GB = 1e9
@@ -55,24 +57,22 @@ class MemorySettings:
     use in the run instead of keeping them for the next run.
     """
 
-    offload: str = "auto"
-    cfg_mode: str = "auto"
-    decode_chunk: int = 0
+    offload: str = SETTINGS["offload"].default
+    cfg_mode: str = SETTINGS["cfg_mode"].default
+    decode_chunk: int = SETTINGS["decode_chunk"].default
     decode_tiling: bool = False
     budget_bytes: int | None = None
     keep_weights: bool = True
 
     def validated(self) -> "MemorySettings":
+        """Itself; raises InputError naming every setting out of its range (``musepose.options``)."""
         from .preprocess import InputError
 
-        if self.offload not in OFFLOAD_LEVELS:
-            raise InputError(f"unknown offload level {self.offload!r}; use one of {', '.join(OFFLOAD_LEVELS)}")
-        if self.cfg_mode not in CFG_MODES:
-            raise InputError(f"unknown CFG mode {self.cfg_mode!r}; use one of {', '.join(CFG_MODES)}")
-        if int(self.decode_chunk) < 0:
-            raise InputError(f"decode chunk must be 0 (auto) or a number of frames (got {self.decode_chunk})")
+        found = problems(offload=self.offload, cfg_mode=self.cfg_mode, decode_chunk=self.decode_chunk)
         if self.budget_bytes is not None and self.budget_bytes <= 0:
-            raise InputError(f"the memory budget must be positive (got {self.budget_bytes} bytes)")
+            found.append(f"the memory budget must be positive (got {self.budget_bytes} bytes)")
+        if found:
+            raise InputError("; ".join(found))
         return self
 
 
@@ -80,7 +80,7 @@ class MemorySettings:
 class MemoryConfig:
     """One concrete choice for every lever (module docstring), with the planner's estimate."""
 
-    level: str = "none"
+    offload: str = "none"  # the level this configuration belongs to
     cfg_mode: str = "batched"
     chunk_bytes: int | None = None
     offload_models: bool = False
@@ -92,7 +92,7 @@ class MemoryConfig:
 
     def describe(self) -> str:
         """One line for the log and the node."""
-        parts = [f"offload {self.level}", f"CFG {self.cfg_mode}",
+        parts = [f"offload {self.offload}", f"CFG {self.cfg_mode}",
                  f"activation chunks {self.chunk_bytes // MiB} MiB" if self.chunk_bytes else "no chunking"]
         if self.weight_budget is not None:
             parts.append(f"UNet weights streamed within {self.weight_budget / GB:.2f} GB")
@@ -103,14 +103,6 @@ class MemoryConfig:
         return ", ".join(parts)
 
 
-#: What each pinned level means (the choices auto draws from are the union).
-LEVELS = {
-    "none": dict(offload_models=False, streamed=False),
-    "model": dict(offload_models=True, streamed=False),
-    "lowvram": dict(offload_models=True, streamed=True),
-}
-
-
 def candidates(settings: MemorySettings, job: Job, weights: WeightBytes) -> list[MemoryConfig]:
     """Every configuration the settings allow, each with its estimate (decode levers left at defaults)."""
     levels = list(LEVELS) if settings.offload == "auto" else [settings.offload]
@@ -118,13 +110,13 @@ def candidates(settings: MemorySettings, job: Job, weights: WeightBytes) -> list
         ["batched", "sequential"] if settings.cfg_mode == "auto" else [settings.cfg_mode])
     out = []
     for level in levels:
-        spec = LEVELS[level]
+        spec = LEVELS[level]  # which levers the level fixes
         for cfg_mode in cfg_modes:
             for chunk in CHUNK_CHOICES:
                 for pose_cache in (True, False):
-                    config = MemoryConfig(level=level, cfg_mode=cfg_mode, chunk_bytes=chunk,
-                                          offload_models=spec["offload_models"], pose_cache=pose_cache,
-                                          weight_budget=0 if spec["streamed"] else None,
+                    config = MemoryConfig(offload=level, cfg_mode=cfg_mode, chunk_bytes=chunk,
+                                          offload_models=spec.offload_models, pose_cache=pose_cache,
+                                          weight_budget=0 if spec.streamed else None,
                                           decode_chunk=1, decode_tiling=settings.decode_tiling)
                     out.append(replace(config, estimate=estimate(config, job, weights)))
     return out

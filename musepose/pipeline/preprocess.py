@@ -24,12 +24,13 @@ class InputError(ValueError):
     """Bad user input (sizes, frame counts, NaN...), reported before any model runs."""
 
 
-def round_size(width: int, height: int) -> tuple[int, int]:
-    """Round W/H down to multiples of 8 (as the original's image processor does), warning when it changes."""
+def round_size(width: int, height: int, warn: bool = True) -> tuple[int, int]:
+    """Round W/H down to multiples of 8 (as the original's image processor does), warning when it changes
+    (``warn=False``: a caller whose settings are validated later, which warns then)."""
     if width < VAE_DOWNSCALE or height < VAE_DOWNSCALE:
         raise InputError(f"width and height must be at least {VAE_DOWNSCALE} (got {width}x{height})")
     new_w, new_h = width - width % VAE_DOWNSCALE, height - height % VAE_DOWNSCALE
-    if (new_w, new_h) != (width, height):
+    if warn and (new_w, new_h) != (width, height):
         logger.warning("width/height %dx%d are not multiples of 8: using %dx%d", width, height, new_w, new_h)
     return new_w, new_h
 

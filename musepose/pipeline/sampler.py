@@ -32,7 +32,7 @@ from ..models.pose_guider import PoseFeatureRows
 from ..models.reference_attention import ReferenceAttentionState, install_reference_processors
 from ..models.unet_body import spatial_self_attention_names
 from ..weights.loader import MusePoseModels
-from ..options import ASPECT_MODES, BLENDINGS, CONTEXT_SCHEDULES
+from ..options import SAMPLING_FIELDS, SETTINGS, problems
 from .context import context_windows, window_weights
 from .memory import MemoryConfig, MemorySettings, choose, plan_decode
 from .parallel import WindowDealer
@@ -40,7 +40,7 @@ from .placement import EnginePlacement, ModelPlacement, bytes_on
 from .planner import Job, WeightBytes
 from .preprocess import InputError, PoseFrames, clip_pixel_values, round_size, to_uint8_rgb, vae_image_tensor
 from .resume import Checkpoints, run_fingerprint, step_state
-from .schedulers import SCHEDULERS, make_scheduler
+from .schedulers import make_scheduler
 from .timeleft import clock, progress_text, seconds_left
 
 if TYPE_CHECKING:
@@ -58,51 +58,37 @@ MessageCallback = Callable[[str], None]
 
 @dataclass
 class SamplingSettings:
-    """Everything that decides the output besides the weights and the images. Field names are the
-    Sampler node's widget names."""
+    """Everything that decides the output besides the weights and the images. Field names, defaults and
+    ranges are ``musepose.options.SETTINGS``' (the Sampler node's widgets and the command line's flags)."""
 
-    width: int = 512
-    height: int = 512
-    frames: int | None = None  # None: as many as there are pose frames
-    steps: int = 20
-    cfg: float = 3.5
-    seed: int = 0
-    context_frames: int = 48
-    context_overlap: int = 4
-    context_schedule: str = "uniform"
-    windows_per_batch: int = 1
-    blending: str = "flat"
-    scheduler: str = "ddim"
-    aspect: str = "stretch"
+    width: int = SETTINGS["width"].default
+    height: int = SETTINGS["height"].default
+    frames: int | None = SETTINGS["frames"].default  # None: as many as there are pose frames
+    steps: int = SETTINGS["steps"].default
+    cfg: float = SETTINGS["cfg"].default
+    seed: int = SETTINGS["seed"].default
+    context_frames: int = SETTINGS["context_frames"].default
+    context_overlap: int = SETTINGS["context_overlap"].default
+    context_schedule: str = SETTINGS["context_schedule"].default
+    windows_per_batch: int = SETTINGS["windows_per_batch"].default
+    blending: str = SETTINGS["blending"].default
+    scheduler: str = SETTINGS["scheduler"].default
+    aspect: str = SETTINGS["aspect"].default
 
     def validated(self, available_frames: int) -> "SamplingSettings":
-        """A copy with W/H rounded to multiples of 8 and the frame count settled; raises InputError otherwise."""
-        width, height = round_size(int(self.width), int(self.height))
+        """A copy with W/H rounded down to multiples of 8 and the frame count settled; raises InputError
+        naming every setting out of its range (``musepose.options``: the one check every surface uses)."""
         if available_frames < 1:
             raise InputError("no pose frames were given (0 frames)")
+        found = problems(**{name: getattr(self, name) for name in SAMPLING_FIELDS})
+        if found:
+            raise InputError("; ".join(found))
+        width, height = round_size(int(self.width), int(self.height))
         frames = available_frames if self.frames is None else int(self.frames)
-        if frames < 1:
-            raise InputError(f"the number of frames must be at least 1 (got {frames})")
         if frames > available_frames:
             logger.warning("%d frames were asked for but only %d pose frames were given: generating %d frames",
                            frames, available_frames, available_frames)
             frames = available_frames
-        if self.steps < 1:
-            raise InputError(f"steps must be at least 1 (got {self.steps})")
-        if not np.isfinite(self.cfg):
-            raise InputError("cfg must be a finite number")
-        if self.context_frames < 1:
-            raise InputError(f"context frames must be at least 1 (got {self.context_frames})")
-        if not 0 <= self.context_overlap < self.context_frames:
-            raise InputError(f"context overlap ({self.context_overlap}) must be >= 0 and smaller than context "
-                             f"frames ({self.context_frames})")
-        if self.windows_per_batch < 1:
-            raise InputError("windows per batch must be at least 1")
-        for value, allowed, what in ((self.context_schedule, CONTEXT_SCHEDULES, "context schedule"),
-                                     (self.blending, BLENDINGS, "blending"), (self.aspect, ASPECT_MODES, "aspect mode"),
-                                     (self.scheduler, tuple(SCHEDULERS), "scheduler")):
-            if value not in allowed:
-                raise InputError(f"unknown {what} {value!r}; use one of {', '.join(allowed)}")
         return replace(self, width=width, height=height, frames=frames)
 
     def windows(self) -> list[list[int]]:
@@ -424,7 +410,7 @@ class MusePosePipeline:
                       dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
             free = memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
             chunk, tiled = plan_decode(job, WeightBytes.from_models(m), free, tiled)
-        return MemoryConfig(level=memory.offload, offload_models=memory.offload != "none",
+        return MemoryConfig(offload=memory.offload, offload_models=memory.offload != "none",
                             decode_chunk=chunk, decode_tiling=tiled)
 
     def decode_chunks(self, latents: torch.Tensor, memory: MemorySettings | MemoryConfig | None = None,
