@@ -162,11 +162,11 @@ SAMPLING_FIELDS = ("width", "height", "frames", "steps", "cfg", "seed", "context
                    "context_schedule", "windows_per_batch", "blending", "scheduler", "aspect")
 
 
-def setting_with(name: str, **changes) -> Setting:
-    """``SETTINGS[name]`` with some fields replaced (e.g. the help text filled in)."""
+def setting_with(base: str, **changes) -> Setting:
+    """``SETTINGS[base]`` with some fields replaced (another help text, or the name a widget has)."""
     from dataclasses import replace
 
-    return replace(SETTINGS[name], **changes)
+    return replace(SETTINGS[base], **changes)
 
 
 def problem(name: str, value, setting: Setting | None = None) -> str | None:
@@ -247,7 +247,9 @@ def cli_type(name: str, setting: Setting | None = None):
 def add_cli_argument(parser, name: str, setting: Setting | None = None, **overrides):
     """``parser.add_argument`` for setting ``name``: its flags, default, choices or checked type, help."""
     s = setting or SETTINGS[name]
-    kwargs = dict(dest=name, default=s.default, help=s.help + ("" if s.default is None else f" (default {s.default})"))
+    default = overrides.pop("default", s.default)
+    shown = "" if default is None or overrides.get("required") else f" (default {default})"
+    kwargs = dict(dest=name, default=default, help=s.help + shown)
     if s.choices:
         kwargs["choices"] = s.choices
     elif s.kind is bool:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import host
-from .options import ASPECT_MODES, CATEGORY, MAX_RESOLUTION
+from .options import CATEGORY, MAX_RESOLUTION, setting_with, widget
 from ..musepose.pose.align import reference_to_output
 from ..musepose.pose.cache import DEFAULT_POSE_CACHE
 from ..musepose.pose.draw import RENDER_SHORT_SIDE, overlay, render_pose, render_size
@@ -22,10 +22,7 @@ from ..musepose.pose.frames import FrameSelection
 from ..musepose.pose.imgops import fit_image
 from ..musepose.pose.keypoint_io import frames_to_pose_keypoint, pose_keypoint_to_frames
 from ..musepose.pose.log import logger
-from ..musepose.pose.models import BACKENDS, find_dwpose_models
-
-#: MusePose works on latents of 1/8 the image size: Pose Align draws (and outputs) multiples of 8.
-SIZE_MULTIPLE = 8
+from ..musepose.pose.models import find_dwpose_models
 
 
 def _selection_inputs() -> dict[str, Any]:
@@ -95,10 +92,7 @@ class MusePosePoseExtract:
             },
             # Saved workflows and API prompts give inputs by name: new ones are appended, optional, last.
             "optional": {
-                "backend": (list(BACKENDS), {"default": "auto",
-                                             "tooltip": "What runs DWPose. auto: onnxruntime-gpu when it can use "
-                                                        "the GPU, else torch on ComfyUI's device (GPU or CPU). "
-                                                        "torch needs nothing extra; onnxruntime must be installed."}),
+                "backend": widget("pose_backend"),
             },
         }
 
@@ -150,18 +144,14 @@ class MusePosePoseAlign:
             "required": {
                 "driving_pose": ("POSE_KEYPOINT", {"tooltip": "Driving poses: from MusePose Pose Extract "
                                                    "or controlnet_aux's DWPose node (absolute or normalised)."}),
-                "width": ("INT", {"default": 512, "min": 64, "max": MAX_RESOLUTION, "step": 8,
-                                  "tooltip": "Output width: the sampler's width."}),
-                "height": ("INT", {"default": 768, "min": 64, "max": MAX_RESOLUTION, "step": 8,
-                                   "tooltip": "Output height: the sampler's height."}),
+                "width": widget("width", setting_with("width", help="Output width: the Sampler's width.")),
+                "height": widget("height", setting_with("height", help="Output height: the Sampler's height.")),
                 "align_frame": ("INT", {"default": -1, "min": -1, "max": 1_000_000,
                                         "tooltip": "Driving frame (after selection) whose proportions are "
                                                    "measured; -1 = auto (frontal, fully visible frame)."}),
-                "person": (["largest", "most_central"], {"default": "largest",
-                                                         "tooltip": "Which person to follow when several are detected."}),
-                "ref_fit": (list(ASPECT_MODES), {"default": "stretch",
-                                                          "tooltip": "How the reference image maps onto width x "
-                                                                     "height; match how you resize the reference."}),
+                "person": widget("person"),
+                # the aspect fit, under the name saved workflows and API prompts have for it
+                "ref_fit": widget("aspect", setting_with("aspect", name="ref_fit")),
                 "smooth": ("BOOLEAN", {"default": False, "tooltip": "One-Euro temporal smoothing of the keypoints."}),
                 "draw_hands": ("BOOLEAN", {"default": True, "tooltip": "Draw hands (MusePose does)."}),
                 "draw_face": ("BOOLEAN", {"default": False, "tooltip": "Draw face points (MusePose did not)."}),
@@ -220,8 +210,9 @@ class MusePosePoseAlign:
 
 def _round_size(width: int, height: int) -> tuple[int, int]:
     """W x H rounded down to multiples of 8 (what the Sampler would do), said once when it changes."""
-    new_w = max(SIZE_MULTIPLE, width - width % SIZE_MULTIPLE)
-    new_h = max(SIZE_MULTIPLE, height - height % SIZE_MULTIPLE)
+    from ..musepose.pipeline.preprocess import round_size
+
+    new_w, new_h = round_size(width, height, warn=False)
     if (new_w, new_h) != (width, height):
         logger.warning("The size %dx%d is not a multiple of 8, which MusePose needs: the poses are drawn at %dx%d "
                        "(the width and height outputs carry that size to the Sampler).", width, height, new_w, new_h)

@@ -1,9 +1,5 @@
-"""The ``poses`` CLI: in-process through ``main(argv)`` and as a subprocess.
-
-``python -m musepose poses ...`` needs the lead's ``musepose/__main__.py`` to call
-``add_pose_subcommands``; until it exists that test is skipped, and ``python -m musepose.pose.cli``
-(same parser) is tested as a subprocess instead.
-"""
+"""The ``poses`` CLI: in-process through ``main(argv)``, and as ``python -m musepose poses ...`` and
+``python -m musepose.pose.cli`` (the same parser) subprocesses."""
 from __future__ import annotations
 
 import json
@@ -126,8 +122,6 @@ def test_subprocess_pose_cli_module(tmp_path):
     check_expected(json.loads(out.read_text()), example, 1)
 
 
-@pytest.mark.skipif(not (REPO / "musepose" / "__main__.py").exists(),
-                    reason="musepose/__main__.py (the lead's main CLI) does not exist yet")
 def test_subprocess_python_m_musepose_poses_extract(tmp_path):
     example = EXPECTED["worked_examples"][0]
     img = write_image(tmp_path / "in.png", *example["image_wh"])
@@ -138,8 +132,6 @@ def test_subprocess_python_m_musepose_poses_extract(tmp_path):
     check_expected(json.loads(out.read_text()), example, 1)
 
 
-@pytest.mark.skipif(not (REPO / "musepose" / "__main__.py").exists(),
-                    reason="musepose/__main__.py (the lead's main CLI) does not exist yet")
 def test_generate_driving_video_without_frames(tmp_path):
     """``generate --driving-video ... --dwpose-dir ...`` with no ``--frames`` uses every frame (was int(None))."""
     weights = REPO / "tests" / "fixtures" / "musepose-tiny" / "pretrained_weights"

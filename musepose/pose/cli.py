@@ -17,7 +17,7 @@ from ..video import read_frames, read_image_rgb, save_png_sequence, write_mp4
 from .driving import DEFAULT_FPS, align_and_render, driving_video_to_pose_frames, extractor_for_dir  # noqa: F401
 from .frames import FrameSelection
 from .keypoint_io import frames_to_pose_keypoint, pose_keypoint_to_frames
-from .models import BACKENDS
+from ..options import add_cli_argument, setting_with
 
 
 def _align_frame_arg(value: str) -> int | str:
@@ -35,9 +35,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="at most this many frames (default 0 = all)")
     p.add_argument("--device", default="auto",
                    help="where DWPose runs: auto (a GPU when torch sees one), cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--pose-backend", choices=BACKENDS, default="auto",
-                   help="what runs DWPose: auto (onnxruntime-gpu when it can use the GPU, else torch on the GPU; "
-                        "on the CPU the faster installed one), torch (needs nothing extra) or onnxruntime")
+    add_cli_argument(p, "pose_backend")
 
 
 def _progress(done: int, total: int) -> None:
@@ -113,15 +111,14 @@ def add_pose_subcommands(subparsers: argparse._SubParsersAction) -> argparse.Arg
     src = al.add_mutually_exclusive_group(required=True)
     src.add_argument("--driving-video", help="driving video (or image folder)")
     src.add_argument("--driving-json", help="driving POSE_KEYPOINT JSON (from poses extract or controlnet_aux)")
-    al.add_argument("--width", type=int, required=True, help="output width (the sampler's)")
-    al.add_argument("--height", type=int, required=True, help="output height (the sampler's)")
+    add_cli_argument(al, "width", required=True)
+    add_cli_argument(al, "height", required=True)
     al.add_argument("--out", required=True, help="output folder (PNG sequence) or .mp4 file")
     al.add_argument("--align-frame", type=_align_frame_arg, default="auto",
                     help="driving frame used to measure proportions, or 'auto' (default)")
-    al.add_argument("--person", choices=("largest", "most_central"), default="largest",
-                    help="which person to follow when several are detected (default largest)")
-    al.add_argument("--ref-fit", choices=("stretch", "crop", "pad"), default="stretch",
-                    help="how the reference frame maps onto W x H (default stretch, as MusePose resizes)")
+    add_cli_argument(al, "person")
+    # the aspect fit, under the name the Pose Align node's widget has (saved workflows keep it)
+    add_cli_argument(al, "aspect", setting_with("aspect", flags=("--ref-fit", "--aspect")), dest="ref_fit")
     al.add_argument("--smooth", action="store_true", help="One-Euro temporal smoothing of the keypoints")
     al.add_argument("--no-hands", action="store_true", help="do not draw hands")
     al.add_argument("--draw-face", action="store_true", help="draw face points (MusePose never did)")

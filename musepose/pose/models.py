@@ -8,15 +8,16 @@ We look there after our own ``models/dwpose`` folders so nobody has to download 
 """
 from __future__ import annotations
 
+
 import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..options import POSE_BACKENDS
 from .log import warn_once_per_process
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 
 #: What ``auto`` uses on the CPU when both backends are there: the faster one in
 #: benchmarks/pose_backends.py on this project's CPU machine (benchmarks/RESULTS.md, "DWPose backends").
@@ -314,8 +315,8 @@ def resolve_runtime(backend: str = "auto", device=None, providers: Sequence | No
     XPU); on the CPU, :data:`CPU_PREFERENCE` when onnxruntime is installed, else torch. ``providers``
     (onnxruntime provider list) pins onnxruntime with exactly those providers.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown pose backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend not in POSE_BACKENDS:
+        raise ValueError(f"unknown pose backend {backend!r}; use one of {', '.join(POSE_BACKENDS)}")
     if providers:
         return _ort_runtime(list(providers))
     if backend == "onnxruntime":
