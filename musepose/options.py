@@ -47,6 +47,16 @@ LEVELS = {
 OFFLOAD_LEVELS = ("auto", *LEVELS)
 
 
+def levels_markdown() -> str:
+    """The levels' table as the README and docs/PERFORMANCE.md print it (tests/test_settings.py compares)."""
+    rows = ["| offload | what it moves off the device | predicted peak at 768x768x48, fp16 |", "|---|---|---|",
+            "| `auto` | the fastest configuration of any level predicted to fit the free memory; steps down on "
+            "out-of-memory | |"]
+    rows += [f"| `{name}` | {level.meaning} | {'' if name == 'none' else 'down to '}~{level.peak_gb_768:g} GB |"
+             for name, level in LEVELS.items()]
+    return "\n".join(rows)
+
+
 def levels_text() -> str:
     """The levels in one sentence each, with their figures (the widgets' and the command line's help)."""
     return " ".join(f"{name}: {level.meaning} (down to ~{level.peak_gb_768:g} GB at 768x768x48)."
@@ -178,8 +188,8 @@ def problem(name: str, value, setting: Setting | None = None) -> str | None:
     if s.choices:
         return None if value in s.choices else f"unknown {name} {value!r}; use one of {', '.join(s.choices)}"
     if s.kind in (int, float):
-        try:
-            number = float(value)
+        try:  # an int as it is: a 64-bit seed does not survive float()
+            number = value if isinstance(value, int) else float(value)
         except (TypeError, ValueError):
             return f"{name} must be a number (got {value!r})"
         if not math.isfinite(number):
