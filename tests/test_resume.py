@@ -23,7 +23,8 @@ from conftest import REPO, VECTOR_A, WEIGHTS, max_abs
 from musepose.pipeline.resume import (STATE_FILE, Checkpoints, ResumeError, ResumeSettings, differences,
                                       read_state, restore_scheduler, run_fingerprint, scheduler_state, step_state,
                                       weights_digest, write_state)
-from musepose.pipeline.schedulers import SCHEDULERS, make_scheduler
+from musepose.options import SCHEDULERS
+from musepose.pipeline.schedulers import make_scheduler
 
 #: The killed runs: 2 windows of 4 frames (overlap 2) over 6 frames, 3 steps, guidance on.
 RUN = dict(width=96, height=96, frames=6, steps=3, cfg=3.5, seed=42, context_frames=4, context_overlap=2)

@@ -157,3 +157,11 @@ def test_the_documents_quote_the_levels_table_and_the_defaults():
                 assert shown == str(setting.default), (line, setting.name)
                 checked += 1
     assert checked >= 20
+
+
+def test_every_scheduler_offered_has_its_diffusers_class():
+    from musepose.pipeline.schedulers import SCHEDULER_CLASSES, make_scheduler
+
+    assert tuple(SCHEDULER_CLASSES) == options.SCHEDULERS
+    assert [type(make_scheduler(name)).__name__ for name in options.SCHEDULERS] == \
+        [class_name for class_name, _ in SCHEDULER_CLASSES.values()]

@@ -4,9 +4,9 @@ from .memory import MemoryConfig, MemorySettings
 from .placement import EnginePlacement, ModelPlacement
 from .preprocess import InputError, PoseFrames
 from .sampler import MusePosePipeline, SamplingSettings
-from .schedulers import SCHEDULERS, make_scheduler
+from .schedulers import make_scheduler
 
 __all__ = [
-    "SCHEDULERS", "EnginePlacement", "InputError", "MemoryConfig", "MemorySettings", "ModelPlacement", "MusePosePipeline", "PoseFrames", "SamplingSettings",
+    "EnginePlacement", "InputError", "MemoryConfig", "MemorySettings", "ModelPlacement", "MusePosePipeline", "PoseFrames", "SamplingSettings",
     "context_windows", "make_scheduler", "window_weights",
 ]

@@ -3,9 +3,11 @@ v-prediction with a zero-terminal-SNR beta rescale (the model was trained that w
 from __future__ import annotations
 
 from ..config import SCHEDULER_CONFIG
+from ..options import SCHEDULERS
 
-#: name -> (diffusers class name, extra config); the names are ``musepose.options.SCHEDULERS``. All get SCHEDULER_CONFIG's betas / v-prediction / zero SNR.
-SCHEDULERS = {
+#: scheduler name (``musepose.options.SCHEDULERS``) -> (diffusers class name, extra config). All get
+#: SCHEDULER_CONFIG's betas / v-prediction / zero SNR.
+SCHEDULER_CLASSES = {
     "ddim": ("DDIMScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
@@ -16,9 +18,9 @@ SCHEDULERS = {
 def make_scheduler(name: str = "ddim"):
     import diffusers
 
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; use one of {sorted(SCHEDULERS)}")
-    class_name, extra = SCHEDULERS[name]
+    if name not in SCHEDULER_CLASSES:
+        raise ValueError(f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
+    class_name, extra = SCHEDULER_CLASSES[name]
     cls = getattr(diffusers, class_name)
     config = dict(SCHEDULER_CONFIG)
     if name != "ddim":  # DDIM-only options
