@@ -114,7 +114,8 @@ def test_reference_tokens_are_not_copied_per_frame(tiny_models, vector_a_inputs,
 
 
 def test_other_schedulers_run(tiny_models, vector_a_inputs):
-    from musepose.pipeline import SCHEDULERS, MusePosePipeline
+    from musepose.options import SCHEDULERS
+    from musepose.pipeline import MusePosePipeline
 
     pipe = MusePosePipeline(tiny_models)
     for name in SCHEDULERS:
