@@ -163,7 +163,9 @@ def restore_scheduler(scheduler, tensors: dict[str, torch.Tensor], values: dict)
 def _digest(*parts) -> str:
     h = hashlib.sha256()
     for part in parts:
-        h.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes())
+        # hashlib reads a contiguous array's buffer in place; ``.tobytes()`` would copy a long video's
+        # pose frames (F x H x W x 3 bytes) just to hash them.
+        h.update(part if isinstance(part, bytes) else memoryview(np.ascontiguousarray(part)).cast("B"))
     return h.hexdigest()[:16]
 
 
