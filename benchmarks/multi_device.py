@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -182,7 +180,6 @@ def in_process(args) -> int:
 
 
 def distributed(args) -> int:
-    import torch
     import torch.distributed as dist
 
     from musepose.pipeline import EnginePlacement, MemorySettings, MusePosePipeline

@@ -168,20 +168,15 @@ def pick_person(frame: FramePose, mode: str = "largest", threshold: float = VISI
     raise ValueError(f"unknown person selection {mode!r}: use 'largest' or 'most_central'")
 
 
-def track_people(frames: Sequence[FramePose], mode: str = "largest",
-                 threshold: float = VISIBLE_THRESHOLD) -> list[int | None]:
-    """One person per frame, consistently: pick by ``mode`` once, then follow the nearest neck.
+def track_people_detail(frames: Sequence[FramePose], mode: str = "largest",
+                        threshold: float = VISIBLE_THRESHOLD) -> tuple[list[int | None], list[int]]:
+    """One person per frame, consistently: pick by ``mode`` once, then follow the nearest neck; and the
+    frames where the followed person was lost and chosen anew by ``mode`` (where the pose may jump to
+    someone else).
 
     A candidate farther than max(0.1, half the tracked person's height) frame heights from the last
     neck is a different person; then the choice is made again by ``mode``.
     """
-    return track_people_detail(frames, mode, threshold)[0]
-
-
-def track_people_detail(frames: Sequence[FramePose], mode: str = "largest",
-                        threshold: float = VISIBLE_THRESHOLD) -> tuple[list[int | None], list[int]]:
-    """:func:`track_people` plus the frames where the followed person was lost and chosen anew by
-    ``mode`` (where the pose may jump to someone else)."""
     chosen: list[int | None] = []
     switches: list[int] = []
     last_neck: np.ndarray | None = None
