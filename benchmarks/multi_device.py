@@ -155,7 +155,7 @@ def in_process(args) -> int:
         replicas.append(replica)
     settings, reference, poses = inputs(args)
     memory = MemorySettings(offload=args.offload)
-    batches = math.ceil(len(settings.windows()) / settings.windows_per_batch)
+    batches = len(settings.window_batches())
     print(f"{args.width}x{args.height}x{args.frames}, {len(settings.windows())} windows of {args.context_frames} "
           f"in {batches} batches, {precision}, devices {', '.join(map(str, devices[:max(counts)]))}",
           file=sys.stderr)
@@ -194,7 +194,7 @@ def distributed(args) -> int:
     rows = None
     if group.rank == 0:  # the one-device baseline, while the others wait
         single, single_step, _ = timed_run(pipe, settings, reference, poses, memory, [group.device])
-        batches = math.ceil(len(settings.windows()) / settings.windows_per_batch)
+        batches = len(settings.window_batches())
         n = group.world_size
         rows = [dict(devices=n, mode="ranks", seconds_per_step=per_step, speedup=single_step / per_step,
                      ideal=batches / math.ceil(batches / n),

@@ -34,7 +34,7 @@ from ..weights.loader import MusePoseModels
 from ..options import SAMPLING_FIELDS, SETTINGS, problems
 from .context import context_windows, window_weights
 from .denoiser import DenoiserSession
-from .memory import MemoryConfig, MemorySettings, choose, plan_decode
+from .memory import MemoryConfig, MemorySettings, choose, decode_config
 from .parallel import WindowDealer
 from .placement import EnginePlacement, ModelPlacement, bytes_on
 from .planner import Job, WeightBytes
@@ -93,7 +93,14 @@ class SamplingSettings:
         return replace(self, width=width, height=height, frames=frames)
 
     def windows(self) -> list[list[int]]:
+        """The context windows: each a list of frame indices (settings must be validated)."""
         return context_windows(self.frames, self.context_frames, self.context_overlap, self.context_schedule)
+
+    def window_batches(self) -> list[list[list[int]]]:
+        """The windows grouped ``windows_per_batch`` at a time (the last group may be smaller): each group
+        is one UNet call of a step."""
+        windows, size = self.windows(), self.windows_per_batch
+        return [windows[i:i + size] for i in range(0, len(windows), size)]
 
     def job(self, models: MusePoseModels) -> Job:
         """The planner's view of this run with these networks (settings must be validated)."""
@@ -367,20 +374,20 @@ class MusePosePipeline:
 
     def _decode_config(self, memory: MemorySettings | MemoryConfig | None, count: int, height: int,
                        width: int) -> MemoryConfig:
-        """The sampling run's configuration, or one from the settings' chunk (0: as many frames per VAE call
-        as the free memory allows, tiled when even one frame does not fit)."""
+        """The sampling run's configuration, or one for this decode (:func:`~.memory.decode_config`: the
+        settings' chunk, 0: as many frames per VAE call as the free memory allows, tiled when even one frame
+        does not fit)."""
         if isinstance(memory, MemoryConfig):
             return memory
         m = self.models
         memory = (memory or MemorySettings()).validated()
-        chunk, tiled = min(memory.decode_chunk, count), memory.decode_tiling
-        if not chunk:
-            job = Job(width=width, height=height, window_frames=count, video_frames=count,
-                      dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
-            free = memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
-            chunk, tiled = plan_decode(job, WeightBytes.from_models(m), free, tiled)
-        return MemoryConfig(offload=memory.offload, offload_models=memory.offload != "none",
-                            decode_chunk=chunk, decode_tiling=tiled)
+        job = Job(width=width, height=height, window_frames=count, video_frames=count,
+                  dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
+
+        def free_bytes() -> float:
+            return memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
+
+        return decode_config(memory, job, lambda: WeightBytes.from_models(m), free_bytes)
 
     def decode_chunks(self, latents: torch.Tensor, memory: MemorySettings | MemoryConfig | None = None,
                       progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
@@ -460,7 +467,7 @@ def _window_plan(settings: SamplingSettings):
     """``(windows, batches, weights, weight_sum)``: the context windows, their batches of
     ``windows_per_batch``, each window's blending weights ``(C,)`` and their sum per frame ``(F,)``."""
     windows = settings.windows()
-    batches = [windows[i:i + settings.windows_per_batch] for i in range(0, len(windows), settings.windows_per_batch)]
+    batches = settings.window_batches()
     weights = [window_weights(len(w), settings.blending) for w in windows]
     weight_sum = torch.zeros(settings.frames)
     for window, w in zip(windows, weights):
