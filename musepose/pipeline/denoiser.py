@@ -1,7 +1,7 @@
 """The denoiser of one run, set up for one memory configuration: the denoising UNet and pose guider on the
 device as the configuration says, and the UNet calls of one window batch (both guidance halves).
 
-:class:`~musepose.pipeline.parallel.WindowDealer` makes one session per device and starts it again with the
+Each device's :class:`~musepose.pipeline.parallel.Runner` holds one session and starts it again with the
 next configuration when a window batch runs out of memory.
 """
 from __future__ import annotations
