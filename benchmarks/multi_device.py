@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,7 +155,7 @@ def in_process(args) -> int:
         replicas.append(replica)
     settings, reference, poses = inputs(args)
     memory = MemorySettings(offload=args.offload)
-    batches = math.ceil(len(settings.windows()) / settings.windows_per_batch)
+    batches = len(settings.window_batches())
     print(f"{args.width}x{args.height}x{args.frames}, {len(settings.windows())} windows of {args.context_frames} "
           f"in {batches} batches, {precision}, devices {', '.join(map(str, devices[:max(counts)]))}",
           file=sys.stderr)
@@ -182,7 +180,6 @@ def in_process(args) -> int:
 
 
 def distributed(args) -> int:
-    import torch
     import torch.distributed as dist
 
     from musepose.pipeline import EnginePlacement, MemorySettings, MusePosePipeline
@@ -197,7 +194,7 @@ def distributed(args) -> int:
     rows = None
     if group.rank == 0:  # the one-device baseline, while the others wait
         single, single_step, _ = timed_run(pipe, settings, reference, poses, memory, [group.device])
-        batches = math.ceil(len(settings.windows()) / settings.windows_per_batch)
+        batches = len(settings.window_batches())
         n = group.world_size
         rows = [dict(devices=n, mode="ranks", seconds_per_step=per_step, speedup=single_step / per_step,
                      ideal=batches / math.ceil(batches / n),

@@ -27,15 +27,20 @@ on the tiny fixture.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
+import musepose.models.denoising_unet as denoising_unet_module
+import musepose.models.reference_unet as reference_unet_module
 from musepose.models.reference_attention import ReferenceAttentionState
 from musepose.models.unet_body import UNetWalk, spatial_self_attention_names
+from musepose.pipeline import sampler
+from musepose.pipeline.denoiser import DenoiserSession
 from musepose.pipeline.memory import MemoryConfig
-from musepose.pipeline.sampler import DenoiserSession, MusePosePipeline
+from musepose.pipeline.sampler import MusePosePipeline
 
 #: The original's memory behaviour as a configuration of our levers (all resident, batched CFG, no
 #: chunking, whole-video pose features kept, one frame per VAE decode).
@@ -155,8 +160,6 @@ class OriginalSession(DenoiserSession):
 class OriginalCostPipeline(MusePosePipeline):
     """``MusePosePipeline`` with the original algorithm's costs (module docstring). Benchmarks only."""
 
-    session_class = OriginalSession
-
     def __init__(self, models, device=None, placement=None):
         self._video_pose_features: torch.Tensor | None = None
         self._cfg = True
@@ -197,24 +200,11 @@ class OriginalCostPipeline(MusePosePipeline):
     def plan_memory(self, settings, memory=None):
         return [ORIGINAL]
 
-    @contextlib.contextmanager
-    def _diffusers_blocks(self):
-        unets = [u for u in (self.models.denoising_unet, self.models.reference_unet) if u is not None]
-        for unet in unets:
-            unet.walk_class = BlockForwardWalk
-        try:
-            yield
-        finally:
-            for unet in unets:
-                del unet.walk_class
-
     def sample(self, reference, pose_frames, settings, memory=None, *args, **kwargs) -> torch.Tensor:
-        from dataclasses import replace
-
         settings = replace(settings, windows_per_batch=1)
         self._cfg = settings.cfg > 1.0
         try:
-            with self._diffusers_blocks():
+            with original_algorithm():
                 return super().sample(reference, pose_frames, settings, ORIGINAL, *args, **kwargs)
         finally:
             self._video_pose_features = None
@@ -222,3 +212,21 @@ class OriginalCostPipeline(MusePosePipeline):
     def decode(self, latents: torch.Tensor, memory=None, progress=None, check_interrupt=None,
                on_message=None) -> torch.Tensor:
         return super().decode(latents, ORIGINAL, progress, check_interrupt, on_message)
+
+
+@contextlib.contextmanager
+def original_algorithm():
+    """While it lasts, both UNets walk their blocks with diffusers' block forwards (:class:`BlockForwardWalk`)
+    and the sampler runs its windows in :class:`OriginalSession`: the engine's module attributes, swapped
+    from here so that the engine keeps no hooks for benchmarks."""
+    swaps = [(reference_unet_module, "UNetWalk", BlockForwardWalk),
+             (denoising_unet_module, "UNetWalk", BlockForwardWalk),
+             (sampler, "DenoiserSession", OriginalSession)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
+    for module, name, value in swaps:
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)

@@ -37,7 +37,7 @@ def child(argv: list[str]) -> int:
     import torch
 
     from musepose.cli import main
-    from musepose.pipeline import sampler
+    from musepose.pipeline import stats
     from resume_kill import KILL_ENV, install_kill
 
     if os.environ.get(CAP_ENV) and torch.cuda.is_available():
@@ -45,7 +45,7 @@ def child(argv: list[str]) -> int:
         torch.cuda.set_per_process_memory_fraction(float(os.environ[CAP_ENV]) * 1e9 / total)
     if os.environ.get(KILL_ENV):
         install_kill(int(os.environ[KILL_ENV]))
-    unit_done = sampler.SamplingStats.unit_done
+    unit_done = stats.SamplingStats.unit_done
 
     def logged(self, since):
         now = unit_done(self, since)
@@ -54,7 +54,7 @@ def child(argv: list[str]) -> int:
                                  "estimate": self.time_left()}) + "\n")
         return now
 
-    sampler.SamplingStats.unit_done = logged
+    stats.SamplingStats.unit_done = logged
     return main(argv)
 
 

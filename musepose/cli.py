@@ -164,7 +164,7 @@ def run_plan(args) -> int:
     print(f"MusePose plan: {settings.width}x{settings.height}, {job.video_frames} frames in {job.windows} window(s) of "
           f"{job.window_frames}, cfg {settings.cfg}, {precision}, {settings.steps} steps; {args.vram_gb:g} GB free")
     if args.devices > 1:
-        batches = math.ceil(job.windows / min(job.windows_per_batch, job.windows))
+        batches = job.window_batches
         print(f"{args.devices} devices share each step's {batches} window batch(es): "
               f"{math.ceil(batches / args.devices)} round(s) per step instead of {batches}; peaks are per device")
     print("Peaks are allocated bytes (torch.cuda.max_memory_allocated); the CUDA context (~0.5 GB) and allocator "

@@ -5,9 +5,7 @@ third-party configs it loads. They are stated here so the rest of the engine nev
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 #: The SD VAE latent scale MusePose hard-codes (it does not read it from the VAE config).
 VAE_SCALING_FACTOR = 0.18215
@@ -73,12 +71,6 @@ class UNetConfig:
     freq_shift: int = 0
     use_linear_projection: bool = False
     extra: dict = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "UNetConfig":
-        """Read a diffusers UNet2DConditionModel config.json; keys we do not model are kept in ``extra``."""
-        data = json.loads(Path(path).read_text())
-        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "UNetConfig":

@@ -115,7 +115,7 @@ class Setting:
 def _size(name: str, default: int) -> Setting:
     return Setting(name, int, default, f"Output {name} in pixels (rounded down to a multiple of 8; "
                    f"{MIN_RESOLUTION}-{MAX_RESOLUTION}).", low=MIN_RESOLUTION, high=MAX_RESOLUTION, step=8,
-                   why=f"MusePose was trained at 512-768; use a smaller size and upscale the video afterwards")
+                   why="MusePose was trained at 512-768; use a smaller size and upscale the video afterwards")
 
 
 _SETTINGS = (

@@ -108,9 +108,10 @@ def test_a_failing_worker_stops_the_run_with_its_own_error(tiny_models, vector_a
     from musepose.pipeline import MusePosePipeline
     from musepose.pipeline import parallel
 
+    from musepose.pipeline.denoiser import DenoiserSession as session_class
+
     pipe = MusePosePipeline(tiny_models)
     replica = parallel.replicate(pipe, "cpu")
-    session_class = pipe.session_class
     original = session_class.run
 
     def run(self, *args):

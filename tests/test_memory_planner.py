@@ -3,6 +3,7 @@ the fake-tensor VRAM meter (benchmarks/vram_meter.py) within 10 %."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -75,6 +76,59 @@ def test_flops_match_torch_flop_counter(height, width, frames):
     job = Job(width, height, frames, frames)
     assert unet_flops(job, 2 * frames, frames) == pytest.approx(counted, rel=0.01)
     assert unet_flops(job, 1, 0, motion=False) == pytest.approx(counted_ref, rel=0.02)
+
+
+def _planner_name(module_name: str) -> str | None:
+    """A UNet layer's name as the planner's walk names it (``down_blocks.1.attentions.0`` -> ``down1.attn0``)."""
+    kinds = {"resnets": "resnet", "attentions": "attn", "motion_modules": "motion"}
+    if module_name == "conv_norm_out":
+        return module_name
+    if match := re.fullmatch(r"(down|up)_blocks\.(\d+)\.(resnets|attentions|motion_modules)\.(\d+)", module_name):
+        return f"{match[1]}{match[2]}.{kinds[match[3]]}{match[4]}"
+    if match := re.fullmatch(r"(down|up)_blocks\.(\d+)\.(downsamplers|upsamplers)\.0", module_name):
+        return f"{match[1]}{match[2]}." + {"downsamplers": "downsample", "upsamplers": "upsample"}[match[3]]
+    if match := re.fullmatch(r"mid_block\.(resnets|attentions|motion_modules)\.(\d+)", module_name):
+        return f"mid.{kinds[match[1]]}" + (match[2] if match[1] == "resnets" else "")
+    return None
+
+
+def _layers_called(unet, *args) -> list[str]:
+    """The layers a real forward pass of ``unet`` calls, in order, by their planner names."""
+    called = []
+    hooks = [module.register_forward_pre_hook(lambda module, inputs, name=name: called.append(name))
+             for module_name, module in unet.named_modules() if (name := _planner_name(module_name))]
+    try:
+        unet(*args)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return called
+
+
+def test_the_planner_walks_the_layers_of_the_real_walk():
+    """planner.unet_call replays UNetWalk.run by hand: the same layers in the same order, for both UNets.
+    The one difference, pinned here: an up block's upsampler runs inside the next up block's first resnet
+    (its output is made chunk by chunk there), and the planner counts it as part of that resnet."""
+    from musepose.pipeline.planner import Job, unet_call
+    from musepose.weights import build_models
+
+    height = width = 64
+    frames = 4
+    m = build_models(device="meta", components=["reference_unet", "denoising_unet"])
+    with torch.device("meta"), torch.no_grad():
+        reference = _layers_called(m.reference_unet, torch.randn(1, 4, height // 8, width // 8), 0,
+                                   torch.randn(1, 1, 768))
+        denoiser = _layers_called(m.denoising_unet, torch.randn(2, 4, frames, height // 8, width // 8),
+                                  torch.tensor(999), torch.randn(2, 1, 768))
+    job = Job(width, height, frames, frames)
+    for called, replayed in ((reference, unet_call(job, 1, 0, None, motion=False).layers),
+                             (denoiser, unet_call(job, 2 * frames, frames, None).layers)):
+        upsamplers = [name for name in called if name.endswith(".upsample")]
+        assert upsamplers == ["up0.upsample", "up1.upsample", "up2.upsample"]
+        for name in upsamplers:
+            assert called[called.index(name) + 1] == f"up{int(name[2]) + 1}.resnet0"
+        assert [name for name in called if name not in upsamplers] == replayed
+    assert "conv_norm_out" in denoiser and not any("motion" in name for name in reference)
 
 
 def test_frame_chunking_bounds_each_call():

@@ -238,7 +238,7 @@ def test_fp8_storage(vector_a_inputs, exact):
     quality. Streaming fp8 weights gives the same numbers."""
     from musepose.pipeline import MusePosePipeline
     from musepose.weights import load_models
-    from musepose.weights.fp8 import FP8_DTYPE, fake_quantise_fp8_, fp8_layers
+    from musepose.weights.fp8 import FP8_DTYPE, fp8_layers
 
     stored = load_models(WEIGHTS, dtype=torch.float32, fp8=True)
     layers = list(fp8_layers(stored.denoising_unet))
@@ -293,3 +293,17 @@ def test_chunked_motion_module_follows_a_norm_left_on_the_offload_device(tiny_mo
     with torch.no_grad():
         out = module.temporal(hidden, num_frames=frames, positions=12)
     assert out.device.type == "meta" and out.shape == hidden.shape
+
+
+@torch.no_grad()
+def fake_quantise_fp8_(module) -> int:
+    """Round the same weights through fp8 in place but keep them in the compute dtype (the reference the
+    fp8-stored model must compute exactly). Returns the layer count."""
+    from musepose.weights.fp8 import fp8_layers, quantise_fp8
+
+    count = 0
+    for layer in fp8_layers(module):
+        stored, scale = quantise_fp8(layer.weight)
+        layer.weight.copy_((stored.to(torch.float32) * scale).to(layer.weight.dtype))
+        count += 1
+    return count

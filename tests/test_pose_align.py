@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 
 from musepose.pose.align import (AlignOptions, align_poses, choose_align_frame, person_points,
-                                 track_people)
+                                 track_people_detail)
 from musepose.pose.layout import FramePose, PersonPose
+
+
+def track_people(frames, mode="largest"):
+    """The person followed in each frame (index, or None)."""
+    return track_people_detail(frames, mode)[0]
 
 TRUE_SCALE = 1.87
 SCALE_TOL = 0.05  # relative

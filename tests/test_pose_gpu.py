@@ -23,7 +23,7 @@ import torch
 
 from musepose.pose import models
 from musepose.pose.extract import DWPoseExtractor, get_extractor
-from musepose.pose.log import forget_said
+from musepose.pose import log
 from musepose.pose.models import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeMissing, find_dwpose_models
 from musepose.pose.onnx_torch import TorchOnnxSession
 
@@ -72,10 +72,9 @@ class FakeOrt(types.ModuleType):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_process_messages():
-    forget_said()
-    yield
-    forget_said()
+def _fresh_process_messages(monkeypatch):
+    """Once-per-process messages are said again in each test."""
+    monkeypatch.setattr(log, "_said", set())
 
 
 def install(monkeypatch, available, **kw) -> FakeOrt:

@@ -298,7 +298,8 @@ def test_the_time_ahead_is_said_before_the_first_step():
     nothing (the planner has no CPU time model)."""
     from musepose.pipeline.memory import MemoryConfig
     from musepose.pipeline.planner import Job, WeightBytes, estimate
-    from musepose.pipeline.sampler import SamplingStats, _say_time_ahead
+    from musepose.pipeline.sampler import _say_time_ahead
+    from musepose.pipeline.stats import SamplingStats
     from musepose.pipeline.timeleft import clock
 
     job = Job(width=768, height=768, window_frames=48, video_frames=300, windows=7, steps=20)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 
 import torch
-from torch import nn
 
 #: Class names of the blocks compiled (both UNets set ``_repeated_blocks`` to this).
 REPEATED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "PerFrameNormTemporalTransformer")
@@ -66,6 +65,3 @@ def compile_unets(models, device: torch.device | str, mode: str | None = None, b
         count += sum(type(m).__name__ in REPEATED_BLOCKS for m in unet.modules())
     return count
 
-
-def is_compiled(module: nn.Module) -> bool:
-    return getattr(module, "_compiled_call_impl", None) is not None

@@ -58,8 +58,6 @@ class MusePoseDenoisingUNet(UNetMotionModel):
         install_single_token_cross_attention(model)
         return model
 
-    #: How ``forward`` walks the blocks (benchmarks swap in diffusers' own block forwards to compare).
-    walk_class = UNetWalk
     #: What ``compile_repeated_blocks`` compiles (musepose.models.compile).
     _repeated_blocks = ("ResnetBlock2D", "Transformer2DModel", "PerFrameNormTemporalTransformer")
     #: Activation chunking of the next calls (see :class:`~musepose.models.unet_body.FrameChunking`).
@@ -90,7 +88,7 @@ class MusePoseDenoisingUNet(UNetMotionModel):
         if pose_features is not None:
             self._add_pose(hidden, pose_features)
 
-        walk = self.walk_class(self, emb, context, num_frames=frames, chunking=self.chunking,
+        walk = UNetWalk(self, emb, context, num_frames=frames, chunking=self.chunking,
                         between_layers=between_layers, reference_state=self.reference_state)
         hidden = walk.run(hidden)
         hidden = walk.per_frame(self._head, hidden, RESNET_FACTOR)

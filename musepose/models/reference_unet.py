@@ -19,8 +19,6 @@ from .unet_body import UNetWalk, timestep_embedding
 class MusePoseReferenceUNet(UNet2DConditionModel):
     """Reference UNet; its forward returns nothing: features reach the denoiser via reference attention."""
 
-    #: How ``forward`` walks the blocks (benchmarks swap in diffusers' own block forwards to compare).
-    walk_class = UNetWalk
     #: What ``compile_repeated_blocks`` compiles (musepose.models.compile).
     _repeated_blocks = ("ResnetBlock2D", "Transformer2DModel", "PerFrameNormTemporalTransformer")
 
@@ -37,5 +35,5 @@ class MusePoseReferenceUNet(UNet2DConditionModel):
                 encoder_hidden_states: torch.Tensor, between_layers: Callable[[], None] | None = None) -> None:
         emb = timestep_embedding(self, timestep, sample.shape[0], sample.device, self.dtype)
         hidden = self.conv_in(sample)
-        self.walk_class(self, emb, encoder_hidden_states, between_layers=between_layers).run(hidden)
+        UNetWalk(self, emb, encoder_hidden_states, between_layers=between_layers).run(hidden)
         return None

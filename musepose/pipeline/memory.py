@@ -29,6 +29,7 @@ account.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from ..options import LEVELS, SETTINGS, problems
 from .planner import Estimate, Job, WeightBytes, estimate, vae_decode_peak
@@ -134,14 +135,34 @@ def _with_weight_budget(config: MemoryConfig, job: Job, weights: WeightBytes, li
 
 def _with_decode(config: MemoryConfig, settings: MemorySettings, job: Job, weights: WeightBytes,
                  limit: float) -> MemoryConfig:
-    """The decode chunk: the user's, else the most frames (<= 16) whose decode fits; tiling if none does."""
-    if settings.decode_chunk:
-        chunk, tiled = min(int(settings.decode_chunk), job.video_frames), config.decode_tiling
-    else:
-        room = limit - (weights.vae if config.offload_models else config.estimate.weights["decode"])
-        chunk, tiled = decode_chunk_for(job, room, config.decode_tiling)
+    """The sampling configuration with its decode levers (:func:`decode_levers`): the room is what the
+    weights held during decoding leave of ``limit``."""
+    chunk, tiled = decode_levers(
+        settings, job, lambda: limit - (weights.vae if config.offload_models else config.estimate.weights["decode"]),
+        config.decode_tiling)
     config = replace(config, decode_chunk=chunk, decode_tiling=tiled)
     return replace(config, estimate=estimate(config, job, weights))
+
+
+def decode_levers(settings: MemorySettings, job: Job, room: Callable[[], float], tiling: bool) -> tuple[int, bool]:
+    """Frames per VAE decode call and tiling: the user's chunk (at most the video's frames), else the most
+    frames (<= 16) whose decoding fits in ``room()`` bytes of activations, tiled when one frame does not fit
+    untiled (``tiling``: tiled in any case)."""
+    if settings.decode_chunk:
+        return min(int(settings.decode_chunk), job.video_frames), tiling
+    return decode_chunk_for(job, room(), tiling)
+
+
+def decode_config(settings: MemorySettings, job: Job, weights: Callable[[], WeightBytes],
+                  free_bytes: Callable[[], float]) -> MemoryConfig:
+    """The configuration of a decode on its own (no sampling run's configuration to follow): the settings'
+    level, and the decode levers for the VAE alone on the device (:func:`plan_decode`). ``job``: the
+    latents' size; ``weights``/``free_bytes`` are asked only when the settings leave the chunk to auto."""
+    settings = settings.validated()
+    chunk, tiled = decode_levers(settings, job, lambda: _decode_room(weights(), free_bytes()),
+                                 settings.decode_tiling)
+    return MemoryConfig(offload=settings.offload, offload_models=settings.offload != "none",
+                        decode_chunk=chunk, decode_tiling=tiled)
 
 
 def decode_chunk_for(job: Job, room: float, tiling: bool = False) -> tuple[int, bool]:
@@ -156,7 +177,12 @@ def decode_chunk_for(job: Job, room: float, tiling: bool = False) -> tuple[int, 
 
 def plan_decode(job: Job, weights: WeightBytes, free_bytes: float, tiling: bool = False) -> tuple[int, bool]:
     """Decode chunk and tiling for a decode on its own (the VAE alone on the device)."""
-    return decode_chunk_for(job, free_bytes * SAFETY - weights.vae, tiling)
+    return decode_chunk_for(job, _decode_room(weights, free_bytes), tiling)
+
+
+def _decode_room(weights: WeightBytes, free_bytes: float) -> float:
+    """The activation bytes a decode on its own may use: the usable part of the free memory, less the VAE."""
+    return free_bytes * SAFETY - weights.vae
 
 
 def choose(settings: MemorySettings, job: Job, weights: WeightBytes, free_bytes: float) -> list[MemoryConfig]:

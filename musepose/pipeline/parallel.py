@@ -28,22 +28,24 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..device import is_out_of_memory
+from ..weights.loader import MusePoseModels, load_models
+from .denoiser import DenoiserSession
 from .placement import EnginePlacement
+from .stats import SamplingStats
 
 #: The networks a replica holds (the others run once per video, on the first device).
 REPLICATED = ("denoising_unet", "pose_guider")
+#: ``(pipe, settings, pose_frames, check_interrupt) -> session``: one device's denoiser for a run.
+SessionFactory = Callable[..., DenoiserSession]
 
 
 def replicate(pipe, device: torch.device | str, offload_device: torch.device | str = "cpu"):
-    """A pipeline on ``device`` with a replica of ``pipe``'s denoising UNet and pose guider.
+    """A pipeline of ``pipe``'s class on ``device`` with a replica of ``pipe``'s denoising UNet and pose guider.
 
     Weights loaded from files are read again, lazily (the first run on the device reads them, straight
     from the files: no second copy of the main device's weights is made); networks built in memory
     are deep-copied (do it while they sit on the CPU). Release with :func:`release_replica`.
     """
-    from ..weights.loader import MusePoseModels, load_models
-    from .sampler import MusePosePipeline
-
     models = pipe.models
     source = models.source
     if source is not None:
@@ -51,7 +53,7 @@ def replicate(pipe, device: torch.device | str, offload_device: torch.device | s
     else:
         replica = MusePoseModels(dtype=models.dtype, unet_config=models.unet_config,
                                  **{name: copy.deepcopy(getattr(models, name)) for name in REPLICATED})
-    return MusePosePipeline(replica, placement=EnginePlacement(device, offload_device))
+    return type(pipe)(replica, placement=EnginePlacement(device, offload_device))
 
 
 def release_replica(pipe) -> None:
@@ -70,15 +72,16 @@ class _Stopped(Exception):
 
 class Runner:
     """One device's denoiser for a run: its pipeline, its memory configurations (best first, the rest
-    out-of-memory fallbacks) and its :class:`~musepose.pipeline.sampler.DenoiserSession`."""
+    out-of-memory fallbacks) and its :class:`~musepose.pipeline.denoiser.DenoiserSession`, made by
+    ``session_factory(pipe, settings, pose_frames, check_interrupt)``."""
 
     def __init__(self, pipe, configs, settings, pose_frames, check_interrupt, say: Callable[[str], None],
-                 label: str = "", threaded: bool = False):
+                 label: str = "", threaded: bool = False, session_factory: SessionFactory = DenoiserSession):
         self.pipe, self.configs, self.say, self.label = pipe, list(configs), say, label
         self._stop = threading.Event()
         self._check_interrupt = check_interrupt
         # A worker's layers also stop when another device fails; the calling thread's need not.
-        self.session = pipe.session_class(pipe, settings, pose_frames, self.check if threaded else check_interrupt)
+        self.session = session_factory(pipe, settings, pose_frames, self.check if threaded else check_interrupt)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"musepose-{pipe.device}") if threaded else None
 
     @property
@@ -133,23 +136,24 @@ class Runner:
 class WindowDealer:
     """Deals a step's window batches to the devices of this process (module docstring).
 
-    ``batch_ids`` are the batches this process runs (all of them, or its rank's share).
+    ``batch_ids`` are the batches this process runs (all of them, or its rank's share);
+    ``session_factory`` makes each device's denoiser session (:class:`Runner`).
     """
 
     def __init__(self, pipe, configs, replicas: Sequence, settings, pose_frames, memory, check_interrupt,
-                 say: Callable[[str], None], batch_ids: Sequence[int]):
-        from .sampler import SamplingStats
-
+                 say: Callable[[str], None], batch_ids: Sequence[int],
+                 session_factory: SessionFactory = DenoiserSession):
         several = bool(replicas)
         self.main = Runner(pipe, configs, settings, pose_frames, check_interrupt, say,
-                           label=f" on {pipe.device}" if several else "")
+                           label=f" on {pipe.device}" if several else "", session_factory=session_factory)
         self.runners = [self.main]
         for replica in replicas:
             replica_configs = replica.plan_memory(settings, memory)
             say(f"memory on {replica.device} (replica): " + replica_configs[0].describe())
             replica.stats = SamplingStats(memory=[replica_configs[0]])
             self.runners.append(Runner(replica, replica_configs, settings, pose_frames, check_interrupt, say,
-                                       label=f" on {replica.device}", threaded=True))
+                                       label=f" on {replica.device}", threaded=True,
+                                       session_factory=session_factory))
         self.batch_ids = list(batch_ids)
         self.owner = {b: self.runners[j % len(self.runners)] for j, b in enumerate(self.batch_ids)}
 

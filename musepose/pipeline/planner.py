@@ -59,6 +59,12 @@ class Job:
     clip_width: int = 1024
     devices: int = 1  # devices (GPUs of one process, or ranks) sharing each step's window batches
 
+    @property
+    def window_batches(self) -> int:
+        """UNet calls per step: the windows grouped ``windows_per_batch`` at a time (as
+        :meth:`~musepose.pipeline.sampler.SamplingSettings.window_batches` groups them)."""
+        return math.ceil(self.windows / min(self.windows_per_batch, self.windows))
+
 
 @dataclass(frozen=True)
 class WeightBytes:
@@ -130,10 +136,6 @@ class Estimate:
     seconds: float  # the whole run, on the model device
     sampling_seconds: float  # the denoising steps alone (what the time left of a starting run counts)
 
-    @property
-    def sampling_peak(self) -> float:
-        return self.stages["sampling"]
-
 
 # -- the model device -----------------------------------------------------------------------------------
 
@@ -154,13 +156,19 @@ STREAM_STALL = 0.3
 # -- the UNet walk replay ---------------------------------------------------------------------------------
 
 class _Tracker:
+    """Bytes held (``live``) and the peak with its layer (``where``) along a replayed UNet call; ``layers``:
+    the layers touched, in order (tests compare them with the real walk's)."""
+
     def __init__(self, base: float = 0.0):
         self.live = base
         self.peak = base
         self.where = ""
         self.calls = 0  # layer calls (chunks count one each)
+        self.layers: list[str] = []
 
     def touch(self, transient: float, where: str) -> None:
+        """A layer that allocates ``transient`` bytes on top of what is live."""
+        self.layers.append(where)
         if self.live + transient > self.peak:
             self.peak, self.where = self.live + transient, where
 
@@ -202,107 +210,142 @@ def _motion_transient(c: int, frames: int, s: int) -> float:
 def unet_call(job: Job, entries: int, uncond: int, chunk_bytes: int | None, motion: bool = True,
               pose_rows: bool = False) -> _Tracker:
     """Peak bytes of one UNet call on ``entries`` (batch x frames) entries, ``uncond`` of them unconditional,
-    beyond what the caller holds; replays ``UNetWalk.run`` (see the module docstring)."""
-    s = job.dtype_bytes
-    chunking = FrameChunking(chunk_bytes)
-    tokens = _levels(job)
-    boc = list(job.unet.block_out_channels)
-    layers = job.unet.layers_per_block
-    down_attn = [t.startswith("CrossAttn") for t in job.unet.down_block_types]
-    up_attn = [t.startswith("CrossAttn") for t in job.unet.up_block_types]
-    frames = job.window_frames
-    ref_fraction = 1 - uncond / entries
-    tr = _Tracker()
+    beyond what the caller holds; replays ``UNetWalk.run`` (see the module docstring). ``motion``: the
+    denoising UNet (motion modules, output head), else the reference UNet; ``pose_rows``: the pose guider
+    runs inside the call, on frame chunks."""
+    replay = _CallReplay(job, entries, uncond, chunk_bytes, motion)
+    skips = replay.conv_in(pose_rows)
+    replay.down_blocks(skips)
+    hidden = replay.mid_block()
+    replay.up_blocks(skips, hidden)
+    if motion:
+        replay.output_head()
+    return replay.tracker
 
-    def x(c: int, level: int, n: int = entries) -> float:
-        return _r(n * c * tokens[level] * s)
 
-    def resnet(c_in: int, c_out: int, level: int, sources: int, where: str, upsampled_from: int | None = None) -> None:
-        t = tokens[level]
+class _CallReplay:
+    """:func:`unet_call`'s walk: one method per part of ``UNetWalk.run``, in its order; every layer is
+    :meth:`_Tracker.touch`-ed with its transients under a ``where`` named after the UNet's modules
+    (``down1.attn0``: ``down_blocks[1].attentions[0]``)."""
+
+    def __init__(self, job: Job, entries: int, uncond: int, chunk_bytes: int | None, motion: bool):
+        self.job, self.entries, self.motion = job, entries, motion
+        self.s = job.dtype_bytes
+        self.chunking = FrameChunking(chunk_bytes)
+        self.tokens = _levels(job)
+        self.channels = list(job.unet.block_out_channels)
+        self.ref_fraction = 1 - uncond / entries
+        self.tracker = _Tracker()
+
+    def x(self, c: int, level: int) -> float:
+        """Bytes of a ``c``-channel activation of every entry at ``level``."""
+        return _r(self.entries * c * self.tokens[level] * self.s)
+
+    # -- layers -------------------------------------------------------------------------------------
+    def resnet(self, c_in: int, c_out: int, level: int, sources: int, where: str,
+               upsampled_from: int | None = None) -> None:
+        """A resnet on ``sources`` concatenated inputs (2 on the up path), the first of an up block also
+        running the upsampler of ``upsampled_from`` channels inside its chunks."""
+        tr, s, entries, t = self.tracker, self.s, self.entries, self.tokens[level]
         per_entry = (RESNET_FACTOR * c_in + RESNET_FACTOR * c_out) * t * s
-        step = chunking.entries(entries, per_entry)
+        step = self.chunking.entries(entries, per_entry)
         inner = _resnet_transient(c_in, c_out, t, s)
         if step >= entries:
-            cat = x(c_in, level) if sources > 1 or upsampled_from is not None else 0
-            up = x(upsampled_from, level) if upsampled_from is not None else 0
+            cat = self.x(c_in, level) if sources > 1 or upsampled_from is not None else 0
+            up = self.x(upsampled_from, level) if upsampled_from is not None else 0
             tr.touch(up + cat + entries * inner, where)
             tr.calls += 1
         else:
-            out = x(c_out, level)
+            out = self.x(c_out, level)
             chunk_in = _r(step * c_in * t * s) if sources > 1 else 0
             up = 2 * _r(step * upsampled_from * t * s) if upsampled_from is not None else 0
             tr.touch(out + up + chunk_in + step * inner + _r(step * c_out * t * s), where)
             tr.calls += math.ceil(entries / step)
 
-    def transformer(c: int, level: int, where: str) -> None:
-        t = tokens[level]
-        step = chunking.entries(entries, TRANSFORMER_FACTOR * c * t * s)
-        tr.touch(min(step, entries) * _transformer_transient(c, t, s, ref_fraction), where)
-        tr.calls += math.ceil(entries / step)
+    def transformer(self, c: int, level: int, where: str) -> None:
+        t = self.tokens[level]
+        step = self.chunking.entries(self.entries, TRANSFORMER_FACTOR * c * t * self.s)
+        self.tracker.touch(min(step, self.entries) * _transformer_transient(c, t, self.s, self.ref_fraction), where)
+        self.tracker.calls += math.ceil(self.entries / step)
 
-    def motion_module(c: int, level: int, where: str) -> None:
-        t = tokens[level]
-        positions = chunking.entries(t, MOTION_FACTOR * entries * c * s)
-        rows = entries // frames * positions
-        stats = 2 * _r(entries * 32 * 4) if positions < t else 0
-        tr.touch(stats + rows * _motion_transient(c, frames, s), where)
-        tr.calls += math.ceil(t / positions)
+    def motion_module(self, c: int, level: int, where: str) -> None:
+        t = self.tokens[level]
+        positions = self.chunking.entries(t, MOTION_FACTOR * self.entries * c * self.s)
+        rows = self.entries // self.job.window_frames * positions
+        stats = 2 * _r(self.entries * 32 * 4) if positions < t else 0
+        self.tracker.touch(stats + rows * _motion_transient(c, self.job.window_frames, self.s), where)
+        self.tracker.calls += math.ceil(t / positions)
 
-    # conv_in (+ pose features) -> the first skip
-    skips = [x(boc[0], 0)]
-    tr.live += skips[0]
-    if pose_rows:  # pose guider on frame chunks, added into conv_in's output
-        tr.touch(_pose_guider_chunk(job, chunking), "pose guider")
-    c_prev = boc[0]
-    for i, c in enumerate(boc):
-        for j in range(layers):
-            resnet(c_prev, c, i, 1, f"down{i}.resnet{j}")
-            c_prev = c
-            tr.live += x(c, i)
-            if down_attn[i]:
-                transformer(c, i, f"down{i}.attn{j}")
-            if motion:
-                motion_module(c, i, f"down{i}.motion{j}")
-            skips.append(x(c, i))
-        if i < len(boc) - 1:
-            tr.touch(x(c, i + 1), f"down{i}.downsample")
-            tr.live += x(c, i + 1)
-            skips.append(x(c, i + 1))
-    # mid block: resnet, (attention, motion, resnet)
-    c, level = boc[-1], len(boc) - 1
-    resnet(c, c, level, 1, "mid.resnet0")
-    tr.live += x(c, level)
-    transformer(c, level, "mid.attn")
-    if motion:
-        motion_module(c, level, "mid.motion")
-    resnet(c, c, level, 1, "mid.resnet1")  # output replaces the input
-    hidden = x(c, level)
-    # up path
-    rev = list(reversed(boc))
-    upsampled_from = None
-    for i, c in enumerate(rev):
-        level = len(boc) - 1 - i
-        for j in range(layers + 1):
-            skip = skips.pop()
-            skip_c = round(skip / (entries * tokens[level] * s))
-            source_c = (rev[i - 1] if j == 0 and i > 0 else c) if (j > 0 or i > 0) else rev[0]
-            resnet(source_c + skip_c, c, level, 2, f"up{i}.resnet{j}", upsampled_from if j == 0 else None)
-            tr.live += x(c, level) - hidden - skip
-            hidden = x(c, level)
-            if j == 0:
-                upsampled_from = None
-            if up_attn[i]:
-                transformer(c, level, f"up{i}.attn{j}")
-            if motion:
-                motion_module(c, level, f"up{i}.motion{j}")
-        if i < len(boc) - 1:
-            upsampled_from = c  # consumed by the next block's first resnet, chunk by chunk
-            # until then the low-resolution hidden stays (already counted in live)
-    if motion:  # the denoiser's output head, per frame
-        head = _r(entries * job.unet.out_channels * tokens[0] * s)
-        step = chunking.entries(entries, RESNET_FACTOR * boc[0] * tokens[0] * s)
-        tr.touch(head + min(step, entries) * 2 * boc[0] * tokens[0] * s, "conv_norm_out")
-    return tr
+    def attend(self, cross_attention: bool, c: int, level: int, where: str) -> None:
+        """What follows a resnet: the spatial transformer (cross-attention blocks), the motion module."""
+        if cross_attention:
+            self.transformer(c, level, where.format("attn"))
+        if self.motion:
+            self.motion_module(c, level, where.format("motion"))
+
+    # -- the walk -----------------------------------------------------------------------------------
+    def conv_in(self, pose_rows: bool) -> list[float]:
+        """``conv_in``'s output (+ the pose features): the first skip connection."""
+        skips = [self.x(self.channels[0], 0)]
+        self.tracker.live += skips[0]
+        if pose_rows:  # pose guider on frame chunks, added into conv_in's output
+            self.tracker.touch(_pose_guider_chunk(self.job, self.chunking), "pose guider")
+        return skips
+
+    def down_blocks(self, skips: list[float]) -> None:
+        """Each level's resnets (+ attention, motion), then its downsampler; every output is kept as a skip."""
+        tr, boc = self.tracker, self.channels
+        c_prev = boc[0]
+        for i, c in enumerate(boc):
+            cross = self.job.unet.down_block_types[i].startswith("CrossAttn")
+            for j in range(self.job.unet.layers_per_block):
+                self.resnet(c_prev, c, i, 1, f"down{i}.resnet{j}")
+                c_prev = c
+                tr.live += self.x(c, i)
+                self.attend(cross, c, i, f"down{i}.{{}}{j}")
+                skips.append(self.x(c, i))
+            if i < len(boc) - 1:
+                tr.touch(self.x(c, i + 1), f"down{i}.downsample")
+                tr.live += self.x(c, i + 1)
+                skips.append(self.x(c, i + 1))
+
+    def mid_block(self) -> float:
+        """resnet, attention, motion, resnet (whose output replaces its input); returns the output's bytes."""
+        c, level = self.channels[-1], len(self.channels) - 1
+        self.resnet(c, c, level, 1, "mid.resnet0")
+        self.tracker.live += self.x(c, level)
+        self.attend(True, c, level, "mid.{}")
+        self.resnet(c, c, level, 1, "mid.resnet1")
+        return self.x(c, level)
+
+    def up_blocks(self, skips: list[float], hidden: float) -> None:
+        """Each level's resnets on ``cat(hidden, skip)``, each skip freed once used; a level's upsampler runs
+        inside the next level's first resnet, chunk by chunk (until then the low-resolution hidden stays)."""
+        tr, boc, s = self.tracker, self.channels, self.s
+        rev = list(reversed(boc))
+        upsampled_from = None
+        for i, c in enumerate(rev):
+            level = len(boc) - 1 - i
+            cross = self.job.unet.up_block_types[i].startswith("CrossAttn")
+            for j in range(self.job.unet.layers_per_block + 1):
+                skip = skips.pop()
+                skip_c = round(skip / (self.entries * self.tokens[level] * s))
+                source_c = rev[i - 1] if j == 0 and i > 0 else c
+                self.resnet(source_c + skip_c, c, level, 2, f"up{i}.resnet{j}", upsampled_from if j == 0 else None)
+                tr.live += self.x(c, level) - hidden - skip
+                hidden = self.x(c, level)
+                if j == 0:
+                    upsampled_from = None
+                self.attend(cross, c, level, f"up{i}.{{}}{j}")
+            if i < len(boc) - 1:
+                upsampled_from = c
+
+    def output_head(self) -> None:
+        """The denoiser's ``conv_norm_out -> conv_act -> conv_out``, per frame."""
+        boc0, t0, s, entries = self.channels[0], self.tokens[0], self.s, self.entries
+        head = _r(entries * self.job.unet.out_channels * t0 * s)
+        step = self.chunking.entries(entries, RESNET_FACTOR * boc0 * t0 * s)
+        self.tracker.touch(head + min(step, entries) * 2 * boc0 * t0 * s, "conv_norm_out")
 
 
 def _pose_chunk(job: Job, chunking: FrameChunking, frames: int) -> float:
@@ -454,14 +497,34 @@ def vae_decode_flops(job: Job) -> float:
 
 def estimate(config, job: Job, weights: WeightBytes, device: Device = DEVICE) -> Estimate:
     """Peak memory per stage and the run's time for ``config`` (a :class:`~musepose.pipeline.memory.MemoryConfig`)."""
-    s = job.dtype_bytes
     everything = weights.total()
     resident = (lambda *names: everything) if not config.offload_models else \
         (lambda *names: sum(getattr(weights, n) for n in names))
-    k = min(job.windows_per_batch, job.windows)
-    window_entries = k * job.window_frames
-    t0 = (job.width // 8) * (job.height // 8)
-    features = reference_features(job)
+    stages, held_weights = _stages_before_sampling(job, resident)
+    sampling = _Sampling(config, job, weights)
+    stages["pose guider"], stages["sampling"] = sampling.pose_guider_peak(), sampling.peak()
+    held_weights["pose guider"] = held_weights["sampling"] = sampling.held
+    # decoding
+    held_weights["decode"] = resident("vae") if config.offload_models else \
+        everything - (weights.denoising_unet - sampling.denoiser)
+    stages["decode"] = held_weights["decode"] + vae_decode_peak(job, config.decode_chunk, config.decode_tiling)
+
+    peak_stage = max(stages, key=stages.get)
+    before_decode = max(v for key, v in stages.items() if key != "decode")
+    flops_step, run = sampling.seconds(device)
+    decode = job.video_frames * vae_decode_flops(job) / device.flops * (1.3 if config.decode_tiling else 1.0)
+    decode += math.ceil(job.video_frames / config.decode_chunk) * 200 * device.seconds_per_layer_call
+    moves = (weights.total() / 10e9) if config.offload_models else 0.0
+    seconds = run + decode + moves
+    return Estimate(stages=stages, weights=held_weights, peak_bytes=stages[peak_stage], peak_before_decode=before_decode,
+                    where=peak_stage + (f" ({sampling.where})" if peak_stage == "sampling" else ""),
+                    flops_per_window_step=flops_step / sampling.k, seconds=seconds, sampling_seconds=run)
+
+
+def _stages_before_sampling(job: Job, resident) -> tuple[dict, dict]:
+    """``(peaks, weights)`` of the stages that run once per video: CLIP, VAE encode, the reference UNet.
+    ``resident(*names)``: the weight bytes on the device while those networks run."""
+    s = job.dtype_bytes
     stages, held_weights = {}, {}
     clip_act = 4 * job.clip_tokens * job.clip_width * s * 8
     held_weights["clip"] = resident("image_encoder")
@@ -470,74 +533,85 @@ def estimate(config, job: Job, weights: WeightBytes, device: Device = DEVICE) ->
     stages["vae encode"] = held_weights["vae encode"] + vae_encode_peak(job)
     ref = unet_call(job, 1, 0, None, motion=False)
     held_weights["reference"] = resident("reference_unet")
-    stages["reference"] = held_weights["reference"] + features + ref.peak
+    stages["reference"] = held_weights["reference"] + reference_features(job) + ref.peak
+    return stages, held_weights
 
-    # sampling
-    if config.weight_budget is None:
-        denoiser = weights.denoising_unet
-        streamed = 0.0
-    else:
-        denoiser = weights.denoiser_fixed + min(config.weight_budget, weights.denoising_unet - weights.denoiser_fixed)
-        streamed = max(0.0, weights.denoising_unet - denoiser)
-    held = (everything - weights.denoising_unet + denoiser) if not config.offload_models \
-        else denoiser + weights.pose_guider
-    kv_cache = 2 * features
-    accumulator = (2 if job.guided else 1) * _r(4 * job.video_frames * t0 * 4)
-    latents_in = (2 if (job.guided and config.cfg_mode == "batched") else 1) * _r(window_entries * 4 * t0 * s)
-    pose_out = _r(window_entries * job.unet.block_out_channels[0] * t0 * s)
-    if config.pose_cache:
-        pose_held = job.windows * pose_out / k
-        pose_stage = pose_guider_peak(job, window_entries, FrameChunking(config.chunk_bytes))
-    else:
-        pose_held = 0.0
-        pose_stage = 0.0
-    fixed = held + features + kv_cache + accumulator + pose_held + latents_in
-    if job.guided and config.cfg_mode == "sequential":
-        calls = [(window_entries, window_entries), (window_entries, 0)]
-    elif job.guided:
-        calls = [(2 * window_entries, window_entries)]
-    else:
-        calls = [(window_entries, 0)]
-    call_peak, where, held_outputs, layer_calls = 0.0, "", 0.0, 0
-    for entries, uncond in calls:
-        walk = unet_call(job, entries, uncond, config.chunk_bytes, pose_rows=not config.pose_cache)
-        layer_calls += walk.calls
-        if walk.peak + held_outputs > call_peak:
-            call_peak, where = walk.peak + held_outputs, walk.where
-        held_outputs += _r(entries * 4 * t0 * s)
-    # the last window's features are computed while the other windows' are kept
-    stages["pose guider"] = fixed - pose_out + pose_stage if config.pose_cache else 0.0
-    stages["sampling"] = fixed + call_peak
-    held_weights["pose guider"] = held_weights["sampling"] = held
 
-    # decoding
-    held_weights["decode"] = resident("vae") if config.offload_models else everything - (weights.denoising_unet - denoiser)
-    stages["decode"] = held_weights["decode"] + vae_decode_peak(job, config.decode_chunk, config.decode_tiling)
+class _Sampling:
+    """The denoising steps of one configuration: what stays on the device around the UNet calls of a window
+    batch, the calls themselves (one, or two for sequential guidance) and their time."""
 
-    peak_stage = max(stages, key=stages.get)
-    before_decode = max(v for key, v in stages.items() if key != "decode")
+    def __init__(self, config, job: Job, weights: WeightBytes):
+        self.config, self.job, self.weights = config, job, weights
+        s = job.dtype_bytes
+        everything = weights.total()
+        self.k = min(job.windows_per_batch, job.windows)
+        self.window_entries = self.k * job.window_frames
+        self.t0 = (job.width // 8) * (job.height // 8)
+        if config.weight_budget is None:
+            self.denoiser, self.streamed = weights.denoising_unet, 0.0
+        else:
+            self.denoiser = weights.denoiser_fixed + min(config.weight_budget,
+                                                         weights.denoising_unet - weights.denoiser_fixed)
+            self.streamed = max(0.0, weights.denoising_unet - self.denoiser)
+        self.held = (everything - weights.denoising_unet + self.denoiser) if not config.offload_models \
+            else self.denoiser + weights.pose_guider
+        features = reference_features(job)
+        kv_cache = 2 * features
+        accumulator = (2 if job.guided else 1) * _r(4 * job.video_frames * self.t0 * 4)
+        batched = job.guided and config.cfg_mode == "batched"
+        latents_in = (2 if batched else 1) * _r(self.window_entries * 4 * self.t0 * s)
+        self.pose_out = _r(self.window_entries * job.unet.block_out_channels[0] * self.t0 * s)
+        pose_held = job.windows * self.pose_out / self.k if config.pose_cache else 0.0
+        self.fixed = self.held + features + kv_cache + accumulator + pose_held + latents_in
+        self.calls = self._calls()
+        self._walk()
 
-    # time
-    unet_total = sum(unet_flops(job, e, u) for e, u in calls)
-    pose_per_step = pose_guider_flops(job, window_entries) * (len(calls) if not config.pose_cache else 0)
-    flops_step = unet_total + pose_per_step
-    compute = flops_step / device.flops + layer_calls * device.seconds_per_layer_call
-    transfer = len(calls) * streamed / device.h2d_bytes_per_s
-    # prefetching hides most of a transfer behind compute, not all of it (stalls at block boundaries), and
-    # every streamed call runs each block's hooks and waits on its copy like an extra layer call
-    window_step = max(compute, transfer) + STREAM_STALL * min(compute, transfer)
-    if config.weight_budget is not None:
-        window_step += len(calls) * weights.blocks * device.seconds_per_layer_call
-    # the devices run their window batches side by side: a step takes as many rounds as the busiest
-    # device has batches (4 batches on 3 devices: 2 rounds)
-    rounds = math.ceil(math.ceil(job.windows / k) / max(1, job.devices))
-    run = job.steps * rounds * window_step
-    if config.pose_cache:
-        run += pose_guider_flops(job, min(job.windows, rounds * k) * job.window_frames) / device.flops
-    decode = job.video_frames * vae_decode_flops(job) / device.flops * (1.3 if config.decode_tiling else 1.0)
-    decode += math.ceil(job.video_frames / config.decode_chunk) * 200 * device.seconds_per_layer_call
-    moves = (weights.total() / 10e9) if config.offload_models else 0.0
-    seconds = run + decode + moves
-    return Estimate(stages=stages, weights=held_weights, peak_bytes=stages[peak_stage], peak_before_decode=before_decode,
-                    where=peak_stage + (f" ({where})" if peak_stage == "sampling" else ""),
-                    flops_per_window_step=flops_step / k, seconds=seconds, sampling_seconds=run)
+    def _calls(self) -> list[tuple[int, int]]:
+        """``(entries, unconditional entries)`` of each UNet call of a window batch."""
+        e = self.window_entries
+        if self.job.guided and self.config.cfg_mode == "sequential":
+            return [(e, e), (e, 0)]
+        return [(2 * e, e)] if self.job.guided else [(e, 0)]
+
+    def _walk(self) -> None:
+        """The calls' peak (the first call's output is held during the second), where, and layer calls."""
+        self.call_peak, self.where, held_outputs, self.layer_calls = 0.0, "", 0.0, 0
+        for entries, uncond in self.calls:
+            walk = unet_call(self.job, entries, uncond, self.config.chunk_bytes,
+                             pose_rows=not self.config.pose_cache)
+            self.layer_calls += walk.calls
+            if walk.peak + held_outputs > self.call_peak:
+                self.call_peak, self.where = walk.peak + held_outputs, walk.where
+            held_outputs += _r(entries * 4 * self.t0 * self.job.dtype_bytes)
+
+    def peak(self) -> float:
+        return self.fixed + self.call_peak
+
+    def pose_guider_peak(self) -> float:
+        """The last window's features are computed while the other windows' are kept (0: no cache)."""
+        if not self.config.pose_cache:
+            return 0.0
+        return self.fixed - self.pose_out + pose_guider_peak(self.job, self.window_entries,
+                                                             FrameChunking(self.config.chunk_bytes))
+
+    def seconds(self, device: Device) -> tuple[float, float]:
+        """``(FLOPs of a window batch's step, seconds of all the steps)`` on ``device``."""
+        job, config, calls = self.job, self.config, self.calls
+        unet_total = sum(unet_flops(job, e, u) for e, u in calls)
+        pose_per_step = pose_guider_flops(job, self.window_entries) * (len(calls) if not config.pose_cache else 0)
+        flops_step = unet_total + pose_per_step
+        compute = flops_step / device.flops + self.layer_calls * device.seconds_per_layer_call
+        transfer = len(calls) * self.streamed / device.h2d_bytes_per_s
+        # prefetching hides most of a transfer behind compute, not all of it (stalls at block boundaries), and
+        # every streamed call runs each block's hooks and waits on its copy like an extra layer call
+        window_step = max(compute, transfer) + STREAM_STALL * min(compute, transfer)
+        if config.weight_budget is not None:
+            window_step += len(calls) * self.weights.blocks * device.seconds_per_layer_call
+        # the devices run their window batches side by side: a step takes as many rounds as the busiest
+        # device has batches (4 batches on 3 devices: 2 rounds)
+        rounds = math.ceil(job.window_batches / max(1, job.devices))
+        run = job.steps * rounds * window_step
+        if config.pose_cache:
+            run += pose_guider_flops(job, min(job.windows, rounds * self.k) * job.window_frames) / device.flops
+        return flops_step, run

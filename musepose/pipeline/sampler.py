@@ -21,27 +21,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..config import VAE_DOWNSCALE, VAE_SCALING_FACTOR
-from ..models.pose_guider import PoseFeatureRows
 from ..models.reference_attention import ReferenceAttentionState, install_reference_processors
 from ..models.unet_body import spatial_self_attention_names
 from ..weights.loader import MusePoseModels
 from ..options import SAMPLING_FIELDS, SETTINGS, problems
 from .context import context_windows, window_weights
-from .memory import MemoryConfig, MemorySettings, choose, plan_decode
+from .denoiser import DenoiserSession
+from .memory import MemoryConfig, MemorySettings, choose, decode_config
 from .parallel import WindowDealer
 from .placement import EnginePlacement, ModelPlacement, bytes_on
 from .planner import Job, WeightBytes
 from .preprocess import InputError, PoseFrames, clip_pixel_values, round_size, to_uint8_rgb, vae_image_tensor
 from .resume import Checkpoints, run_fingerprint, step_state
 from .schedulers import make_scheduler
-from .timeleft import clock, progress_text, seconds_left
+from .stats import SamplingStats
+from .timeleft import clock, seconds_left
 
 if TYPE_CHECKING:
     from .distributed import DistributedGroup
@@ -92,7 +93,14 @@ class SamplingSettings:
         return replace(self, width=width, height=height, frames=frames)
 
     def windows(self) -> list[list[int]]:
+        """The context windows: each a list of frame indices (settings must be validated)."""
         return context_windows(self.frames, self.context_frames, self.context_overlap, self.context_schedule)
+
+    def window_batches(self) -> list[list[list[int]]]:
+        """The windows grouped ``windows_per_batch`` at a time (the last group may be smaller): each group
+        is one UNet call of a step."""
+        windows, size = self.windows(), self.windows_per_batch
+        return [windows[i:i + size] for i in range(0, len(windows), size)]
 
     def job(self, models: MusePoseModels) -> Job:
         """The planner's view of this run with these networks (settings must be validated)."""
@@ -102,47 +110,8 @@ class SamplingSettings:
                    unet=models.unet_config, vae=_vae_config(models), **_clip_shape(models))
 
 
-@dataclass
-class SamplingStats:
-    """Timings of the last run (seconds) and the memory configurations it used.
-
-    ``unit_seconds``: how long each window batch this process finished took (from the previous one's end:
-    scheduler steps, collectives and state saving included), in order; ``units_per_step`` of them make a
-    step and ``units_left`` remain. :meth:`time_left` and :meth:`progress_text` read them while the run goes.
-    """
-
-    seconds_per_step: list[float] = field(default_factory=list)
-    reference_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    memory: list[MemoryConfig] = field(default_factory=list)
-    unit_seconds: list[float] = field(default_factory=list)
-    units_per_step: int = 1
-    units_left: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def unit_done(self, since: float) -> float:
-        """Record a window batch that started at ``since``; returns now (the next one's start)."""
-        now = time.perf_counter()
-        self.unit_seconds.append(now - since)
-        self.units_left -= 1
-        return now
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def time_left(self) -> float | None:
-        """Estimated seconds of sampling left (:func:`~musepose.pipeline.timeleft.seconds_left`)."""
-        return seconds_left(self.unit_seconds, self.units_left, self.units_per_step)
-
-    def progress_text(self) -> str:
-        """``elapsed 1:02, about 3:10 left``."""
-        return progress_text(self.elapsed(), self.time_left())
-
-
 class MusePosePipeline:
     """One loaded model set plus the sampling procedure. Thread-unsafe; one run at a time."""
-
-    session_class: type  # how one configuration runs the denoiser (set below: DenoiserSession)
 
     def __init__(self, models: MusePoseModels, device: torch.device | str | None = None,
                  placement: ModelPlacement | None = None):
@@ -282,28 +251,19 @@ class MusePosePipeline:
         configs = configs[skipped:]
         self.stats.memory = [configs[0]]
         say("memory: " + configs[0].describe() + (" (where the interrupted run had stepped down to)" if skipped else ""))
-        cond = self.encode_reference(reference, settings.width, settings.height, settings.aspect, trace, configs[0],
-                                     keep, check_interrupt)
-        self.stats.reference_seconds = time.perf_counter() - self.stats.started
+        context = self._guidance_context(reference, settings, trace, configs[0], keep, check_interrupt)
         plan = _window_plan(settings)
         if trace is not None:
             trace.update(init_latents=latents.clone(), windows=plan[0], timesteps=scheduler.timesteps.tolist(),
                          noise_pred_steps=[], latents_steps=[latents.clone()])
-        context = torch.cat([torch.zeros_like(cond), cond]) if settings.cfg > 1.0 else cond
         # This process's batches (a rank's share), dealt over its devices; results come back in order.
         batch_ids = range(len(plan[1])) if group is None else group.share(len(plan[1]))
-        dealer = WindowDealer(self, configs, replicas, settings, pose_frames, memory, check_interrupt, say, batch_ids)
+        dealer = WindowDealer(self, configs, replicas, settings, pose_frames, memory, check_interrupt, say, batch_ids,
+                              session_factory=DenoiserSession)
         steps, per_step = len(scheduler.timesteps), len(dealer.batch_ids)
         self.stats.units_per_step, self.stats.units_left = per_step, (steps - first_step) * per_step
         _say_time_ahead(say, resumed, self.stats, configs[0], self.device)
-        done, mark = first_step * per_step, time.perf_counter()
-
-        def unit_done() -> None:
-            nonlocal done, mark
-            done, mark = done + 1, self.stats.unit_done(mark)
-            if progress is not None:
-                progress(done, steps * per_step)
-
+        unit_done = self._unit_counter(first_step * per_step, steps * per_step, progress)
         try:
             dealer.start()
             for step_index in range(first_step, steps):
@@ -318,20 +278,36 @@ class MusePosePipeline:
                 if checkpoints is not None:
                     checkpoints.save(step_state(step_index + 1, steps, latents, scheduler, fingerprint,
                                                 self.stats.unit_seconds, skipped + len(self.stats.memory) - 1),
-                                     self.stats.elapsed(),
-                                     write=group is None or group.rank == 0)
-                if on_step is not None:
-                    denoised = getattr(step_output, "pred_original_sample", None)
-                    on_step(step_index + 1, steps, latents if denoised is None else denoised)
-                if trace is not None:
-                    trace["noise_pred_steps"].append(noise_pred.clone())
-                    trace["latents_steps"].append(latents.clone())
+                                     self.stats.elapsed(), write=group is None or group.rank == 0)
+                _report_step(step_index + 1, steps, step_output, noise_pred, on_step, trace)
                 self.stats.seconds_per_step.append(time.perf_counter() - step_started)
         finally:
             dealer.stop(keep)
             self.state.clear()  # the reference features and their K/V are done with
         self._done_with(dealer.config, keep, self.models.denoising_unet, self.models.pose_guider)
         return latents
+
+    def _guidance_context(self, reference, settings: SamplingSettings, trace: dict | None, config: MemoryConfig,
+                          keep: bool, check_interrupt: Callable[[], None] | None) -> torch.Tensor:
+        """The reference encoded (its features written for the denoiser) and the CLIP context the UNet calls
+        take: ``(2, 1, D)`` ``[uncond (zeros), cond]`` under guidance, else ``(1, 1, D)``."""
+        cond = self.encode_reference(reference, settings.width, settings.height, settings.aspect, trace, config,
+                                     keep, check_interrupt)
+        self.stats.reference_seconds = time.perf_counter() - self.stats.started
+        return torch.cat([torch.zeros_like(cond), cond]) if settings.cfg > 1.0 else cond
+
+    def _unit_counter(self, done: int, total: int, progress: ProgressCallback | None) -> Callable[[], None]:
+        """What to call after each window batch: it times the batch (:attr:`stats`) and reports
+        ``progress(done, total)``, counting on from the ``done`` batches a resumed run had finished."""
+        mark = time.perf_counter()
+
+        def unit_done() -> None:
+            nonlocal done, mark
+            done, mark = done + 1, self.stats.unit_done(mark)
+            if progress is not None:
+                progress(done, total)
+
+        return unit_done
 
     def _starting_point(self, settings: SamplingSettings, checkpoints: Checkpoints | None, fingerprint, group,
                         say: MessageCallback):
@@ -398,20 +374,20 @@ class MusePosePipeline:
 
     def _decode_config(self, memory: MemorySettings | MemoryConfig | None, count: int, height: int,
                        width: int) -> MemoryConfig:
-        """The sampling run's configuration, or one from the settings' chunk (0: as many frames per VAE call
-        as the free memory allows, tiled when even one frame does not fit)."""
+        """The sampling run's configuration, or one for this decode (:func:`~.memory.decode_config`: the
+        settings' chunk, 0: as many frames per VAE call as the free memory allows, tiled when even one frame
+        does not fit)."""
         if isinstance(memory, MemoryConfig):
             return memory
         m = self.models
         memory = (memory or MemorySettings()).validated()
-        chunk, tiled = min(memory.decode_chunk, count), memory.decode_tiling
-        if not chunk:
-            job = Job(width=width, height=height, window_frames=count, video_frames=count,
-                      dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
-            free = memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
-            chunk, tiled = plan_decode(job, WeightBytes.from_models(m), free, tiled)
-        return MemoryConfig(offload=memory.offload, offload_models=memory.offload != "none",
-                            decode_chunk=chunk, decode_tiling=tiled)
+        job = Job(width=width, height=height, window_frames=count, video_frames=count,
+                  dtype_bytes=torch.finfo(self.dtype).bits // 8, vae=_vae_config(m))
+
+        def free_bytes() -> float:
+            return memory.budget_bytes or (self.placement.free_memory() + bytes_on(self.device, m.vae))
+
+        return decode_config(memory, job, lambda: WeightBytes.from_models(m), free_bytes)
 
     def decode_chunks(self, latents: torch.Tensor, memory: MemorySettings | MemoryConfig | None = None,
                       progress: ProgressCallback | None = None, check_interrupt: Callable[[], None] | None = None,
@@ -491,12 +467,25 @@ def _window_plan(settings: SamplingSettings):
     """``(windows, batches, weights, weight_sum)``: the context windows, their batches of
     ``windows_per_batch``, each window's blending weights ``(C,)`` and their sum per frame ``(F,)``."""
     windows = settings.windows()
-    batches = [windows[i:i + settings.windows_per_batch] for i in range(0, len(windows), settings.windows_per_batch)]
+    batches = settings.window_batches()
     weights = [window_weights(len(w), settings.blending) for w in windows]
     weight_sum = torch.zeros(settings.frames)
     for window, w in zip(windows, weights):
         weight_sum.index_add_(0, torch.tensor(window), w)
     return windows, batches, weights, weight_sum
+
+
+def _report_step(step: int, steps: int, step_output, noise_pred: torch.Tensor, on_step: StepCallback | None,
+                 trace: dict | None) -> None:
+    """After scheduler step ``step`` of ``steps``: the caller's preview (the scheduler's estimate of the clean
+    latents where it makes one, else the latents) and the trace's copies of this step's tensors."""
+    latents = step_output.prev_sample
+    if on_step is not None:
+        denoised = getattr(step_output, "pred_original_sample", None)
+        on_step(step, steps, latents if denoised is None else denoised)
+    if trace is not None:
+        trace["noise_pred_steps"].append(noise_pred.clone())
+        trace["latents_steps"].append(latents.clone())
 
 
 def _say_time_ahead(say: MessageCallback, resumed, stats: SamplingStats, config: MemoryConfig,
@@ -532,74 +521,3 @@ def _set_tiling(vae, on: bool) -> None:
         vae.enable_tiling()
     elif not on and hasattr(vae, "disable_tiling"):
         vae.disable_tiling()
-
-
-class DenoiserSession:
-    """The denoising UNet and pose guider set up for one configuration; :meth:`start` again to switch."""
-
-    def __init__(self, pipe: MusePosePipeline, settings: SamplingSettings, pose_frames: PoseFrames,
-                 check_interrupt: Callable[[], None] | None):
-        self.pipe, self.settings, self.pose_frames = pipe, settings, pose_frames
-        self.check_interrupt = check_interrupt
-        self.config: MemoryConfig | None = None
-        self._stack: contextlib.ExitStack | None = None
-        self._pose_cache: dict[int, torch.Tensor] = {}
-
-    def start(self, config: MemoryConfig) -> None:
-        self.stop()
-        pipe, m = self.pipe, self.pipe.models
-        self.config = config
-        self._pose_cache.clear()
-        if pipe.device.type == "cuda":
-            torch.cuda.empty_cache()
-        m.denoising_unet.enable_frame_chunking(config.chunk_bytes)
-        self._stack = contextlib.ExitStack()
-        estimate = config.estimate
-        required = int(estimate.stages["sampling"] - estimate.weights["sampling"]) if estimate else 0
-        self._stack.enter_context(pipe._using(config, m.denoising_unet, m.pose_guider, memory_required=required,
-                                              weight_budget=config.weight_budget))
-
-    def stop(self) -> None:
-        if self._stack is not None:
-            self._pose_cache.clear()
-            self._stack.close()
-            self._stack = None
-            self.pipe.models.denoising_unet.enable_frame_chunking(None)
-
-    def _pose(self, batch_index: int, batch_windows: list[list[int]]):
-        """Pose features of a window batch: cached for the run, or computed in chunks where they are added."""
-        pipe, m = self.pipe, self.pipe.models
-        frame_ids = [i for w in batch_windows for i in w]
-        rows = PoseFeatureRows(m.pose_guider,
-                               lambda a, b: self.pose_frames.tensor(frame_ids[a:b]).to(pipe.device, pipe.dtype),
-                               len(frame_ids), self.settings.width * self.settings.height,
-                               torch.finfo(pipe.dtype).bits // 8)
-        if not self.config.pose_cache:
-            return rows
-        if batch_index not in self._pose_cache:
-            self._pose_cache[batch_index] = rows.all(m.denoising_unet.chunking)
-        return self._pose_cache[batch_index]
-
-    def run(self, latents, batch_index, batch_windows, t, scheduler, context, guided):
-        """UNet output for ``len(batch_windows)`` windows, ``[uncond..., cond...]`` under CFG.
-
-        ``batched`` runs both guidance halves in one call (the original); ``sequential`` runs them one after
-        the other, halving the activation memory for the same result.
-        """
-        pipe = self.pipe
-        x = torch.cat([latents[:, :, w] for w in batch_windows])  # (k, 4, C, h, w) float32 CPU
-        x = scheduler.scale_model_input(x, t).to(pipe.device, pipe.dtype)
-        k, _, window_len = x.shape[:3]
-        pose = self._pose(batch_index, batch_windows)
-        t = t.to(pipe.device)
-        interrupt = self.check_interrupt
-        if not guided:
-            return pipe._unet(x, t, context.repeat_interleave(k, dim=0), pose, 0, interrupt)
-        if self.config.cfg_mode == "sequential":
-            uncond = pipe._unet(x, t, context[:1].repeat_interleave(k, dim=0), pose, k * window_len, interrupt)
-            cond = pipe._unet(x, t, context[1:].repeat_interleave(k, dim=0), pose, 0, interrupt)
-            return torch.cat([uncond, cond])
-        return pipe._unet(torch.cat([x, x]), t, context.repeat_interleave(k, dim=0), pose, k * window_len, interrupt)
-
-
-MusePosePipeline.session_class = DenoiserSession

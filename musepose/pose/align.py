@@ -168,20 +168,15 @@ def pick_person(frame: FramePose, mode: str = "largest", threshold: float = VISI
     raise ValueError(f"unknown person selection {mode!r}: use 'largest' or 'most_central'")
 
 
-def track_people(frames: Sequence[FramePose], mode: str = "largest",
-                 threshold: float = VISIBLE_THRESHOLD) -> list[int | None]:
-    """One person per frame, consistently: pick by ``mode`` once, then follow the nearest neck.
+def track_people_detail(frames: Sequence[FramePose], mode: str = "largest",
+                        threshold: float = VISIBLE_THRESHOLD) -> tuple[list[int | None], list[int]]:
+    """One person per frame, consistently: pick by ``mode`` once, then follow the nearest neck; and the
+    frames where the followed person was lost and chosen anew by ``mode`` (where the pose may jump to
+    someone else).
 
     A candidate farther than max(0.1, half the tracked person's height) frame heights from the last
     neck is a different person; then the choice is made again by ``mode``.
     """
-    return track_people_detail(frames, mode, threshold)[0]
-
-
-def track_people_detail(frames: Sequence[FramePose], mode: str = "largest",
-                        threshold: float = VISIBLE_THRESHOLD) -> tuple[list[int | None], list[int]]:
-    """:func:`track_people` plus the frames where the followed person was lost and chosen anew by
-    ``mode`` (where the pose may jump to someone else)."""
     chosen: list[int | None] = []
     switches: list[int] = []
     last_neck: np.ndarray | None = None
@@ -398,48 +393,14 @@ def align_poses(reference: FramePose, driving: Sequence[FramePose], width: int, 
         raise ValueError("no person with visible shoulders/neck found in the reference pose")
     ref_xy, ref_vis, _ = person_points(reference.people[ref_idx], reference.height, thr)
 
-    warnings: list[str] = []
-    ref_people = sum(_usable(p, thr) for p in reference.people)
-    if ref_people > 1:
-        warnings.append(f"The reference shows {ref_people} people; the {opt.person.replace('_', ' ')} one is used.")
     picks, switches = track_people_detail(driving, opt.person, thr)
     if all(p is None for p in picks):
         raise ValueError("no person with visible shoulders/neck found in any driving frame")
+    warnings = _tracking_warnings(reference, driving, picks, switches, opt)
     detected = np.array([p is not None for p in picks])
-    first = next(i for i, p in enumerate(picks) if p is not None)
     T = len(driving)
-    missing = [t for t in range(T) if picks[t] is None]
-    if missing:
-        warnings.append(f"{len(missing)} of {T} frames had no person detected (or no visible neck and shoulders), "
-                        f"the first at frame {missing[0]}; their poses were filled from the neighbouring frames "
-                        "(each repeats the last pose before it; leading ones take the first pose found).")
-    crowded = sum(sum(_usable(p, thr) for p in f.people) > 1 for f in driving)
-    if crowded:
-        warnings.append(f"Several people were detected in {crowded} of {T} frames; one person is followed "
-                        f"(chosen as the {opt.person.replace('_', ' ')} one).")
-    if switches:
-        warnings.append(f"The followed person was lost and chosen again in {len(switches)} frame(s), the first at "
-                        f"frame {switches[0]}: the pose may jump to another person there. Trim the clip, or try "
-                        f"person '{'most_central' if opt.person == 'largest' else 'largest'}'.")
-    drv_xy = np.zeros((T, N_POINTS, 2))
-    drv_vis = np.zeros((T, N_POINTS), dtype=bool)
-    drv_score = np.zeros((T, N_POINTS))
-    src = first
-    for t in range(T):  # missing frames repeat the last pose (leading ones take the first)
-        if picks[t] is not None:
-            src = t
-        f = driving[src]
-        drv_xy[t], drv_vis[t], drv_score[t] = person_points(f.people[picks[src]], f.height, thr)
-
-    if opt.align_frame == "auto" or opt.align_frame is None:
-        align_idx = choose_align_frame(drv_xy, drv_vis, detected)
-    else:
-        align_idx = int(opt.align_frame)
-        if not 0 <= align_idx < T:
-            raise ValueError(f"align_frame {align_idx} is outside the {T} driving frames")
-        if not detected[align_idx]:
-            warnings.append(f"The align frame {align_idx} has no person; the pose repeated into it is measured "
-                            "instead. Pick a frame where the dancer is fully visible, or -1 (auto).")
+    drv_xy, drv_vis, drv_score = _followed_points(driving, picks, thr)
+    align_idx = _align_frame(opt.align_frame, drv_xy, drv_vis, detected, warnings)
     scales, sources, w2 = estimate_scales(ref_xy, ref_vis, drv_xy, drv_vis, align_idx,
                                           detected | (np.arange(T) == align_idx))
     warnings += w2
@@ -456,15 +417,78 @@ def align_poses(reference: FramePose, driving: Sequence[FramePose], width: int, 
         note = _stretch_note(reference, int(width), int(height))
         if note:
             warnings.append(note)
-    sx, sy, dx, dy = _fit_transform(reference.width, reference.height, width, height, opt.ref_fit)
-    frames = []
-    for t in range(T):
-        px = aligned[t] * reference.height  # frame heights of the reference -> reference pixels
-        px = np.stack([px[:, 0] * sx + dx, px[:, 1] * sy + dy], axis=1)
-        frames.append(FramePose(int(width), int(height), [points_to_person(px, drv_score[t])]))
+    frames = _to_output(aligned, drv_score, reference, width, height, opt.ref_fit)
     for message in warnings:
         logger.warning("%s", message)
     return AlignResult(frames, scales, sources, align_idx, picks, offset, warnings)
+
+
+def _tracking_warnings(reference: FramePose, driving: Sequence[FramePose], picks: list, switches: list,
+                       opt: AlignOptions) -> list[str]:
+    """What the user should know about who was followed: several people in the reference or in frames,
+    frames without a person (filled), and frames where the followed person was chosen again."""
+    thr, T = opt.threshold, len(driving)
+    warnings: list[str] = []
+    ref_people = sum(_usable(p, thr) for p in reference.people)
+    if ref_people > 1:
+        warnings.append(f"The reference shows {ref_people} people; the {opt.person.replace('_', ' ')} one is used.")
+    missing = [t for t in range(T) if picks[t] is None]
+    if missing:
+        warnings.append(f"{len(missing)} of {T} frames had no person detected (or no visible neck and shoulders), "
+                        f"the first at frame {missing[0]}; their poses were filled from the neighbouring frames "
+                        "(each repeats the last pose before it; leading ones take the first pose found).")
+    crowded = sum(sum(_usable(p, thr) for p in f.people) > 1 for f in driving)
+    if crowded:
+        warnings.append(f"Several people were detected in {crowded} of {T} frames; one person is followed "
+                        f"(chosen as the {opt.person.replace('_', ' ')} one).")
+    if switches:
+        warnings.append(f"The followed person was lost and chosen again in {len(switches)} frame(s), the first at "
+                        f"frame {switches[0]}: the pose may jump to another person there. Trim the clip, or try "
+                        f"person '{'most_central' if opt.person == 'largest' else 'largest'}'.")
+    return warnings
+
+
+def _followed_points(driving: Sequence[FramePose], picks: list, thr: float):
+    """``(xy (T, N, 2), visible (T, N), score (T, N))`` of the followed person in frame heights; a frame
+    without one repeats the last pose before it (leading ones take the first pose found)."""
+    T = len(driving)
+    drv_xy = np.zeros((T, N_POINTS, 2))
+    drv_vis = np.zeros((T, N_POINTS), dtype=bool)
+    drv_score = np.zeros((T, N_POINTS))
+    src = next(i for i, p in enumerate(picks) if p is not None)
+    for t in range(T):
+        if picks[t] is not None:
+            src = t
+        f = driving[src]
+        drv_xy[t], drv_vis[t], drv_score[t] = person_points(f.people[picks[src]], f.height, thr)
+    return drv_xy, drv_vis, drv_score
+
+
+def _align_frame(align_frame, drv_xy: np.ndarray, drv_vis: np.ndarray, detected: np.ndarray,
+                 warnings: list[str]) -> int:
+    """The frame whose pose is measured against the reference: the user's, else the best one found."""
+    if align_frame == "auto" or align_frame is None:
+        return choose_align_frame(drv_xy, drv_vis, detected)
+    align_idx, T = int(align_frame), len(detected)
+    if not 0 <= align_idx < T:
+        raise ValueError(f"align_frame {align_idx} is outside the {T} driving frames")
+    if not detected[align_idx]:
+        warnings.append(f"The align frame {align_idx} has no person; the pose repeated into it is measured "
+                        "instead. Pick a frame where the dancer is fully visible, or -1 (auto).")
+    return align_idx
+
+
+def _to_output(aligned: np.ndarray, scores: np.ndarray, reference: FramePose, width: int, height: int,
+               ref_fit: str) -> list[FramePose]:
+    """The aligned poses ``(T, N, 2)`` (frame heights of the reference) as W x H output frames, the
+    reference fitted to the output as ``ref_fit`` says."""
+    sx, sy, dx, dy = _fit_transform(reference.width, reference.height, width, height, ref_fit)
+    frames = []
+    for t in range(len(aligned)):
+        px = aligned[t] * reference.height  # frame heights of the reference -> reference pixels
+        px = np.stack([px[:, 0] * sx + dx, px[:, 1] * sy + dy], axis=1)
+        frames.append(FramePose(int(width), int(height), [points_to_person(px, scores[t])]))
+    return frames
 
 
 def reference_to_output(reference: FramePose, width: int, height: int, person: str = "largest",

@@ -26,8 +26,3 @@ def warn_once_per_process(key: str, message: str, *args) -> bool:
     logger.warning(message, *args)
     return True
 
-
-def forget_said() -> None:
-    """Let once-per-process messages be said again (tests)."""
-    with _said_lock:
-        _said.clear()

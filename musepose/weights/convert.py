@@ -11,8 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from ..device import DTYPES
 from ..options import CONVERT_PRECISIONS
 from .io import StateDictReader, save_safetensors

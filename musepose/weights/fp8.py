@@ -72,14 +72,3 @@ def apply_fp8_storage(module: nn.Module) -> int:
         count += 1
     return count
 
-
-@torch.no_grad()
-def fake_quantise_fp8_(module: nn.Module) -> int:
-    """Round the same weights through fp8 in place but keep them in the compute dtype (a reference model
-    for tests: the fp8-stored model must compute exactly this function). Returns the layer count."""
-    count = 0
-    for layer in fp8_layers(module):
-        stored, scale = quantise_fp8(layer.weight)
-        layer.weight.copy_((stored.to(torch.float32) * scale).to(layer.weight.dtype))
-        count += 1
-    return count
