@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_nodes_support import VECTOR_A, VECTOR_A_SAMPLER, load_pack, max_abs, place_tiny_weights, vector_a_images
+from test_nodes_support import (VECTOR_A, VECTOR_A_SAMPLER, load_pack, max_abs, place_tiny_weights,
+                                remove_standalone_model_root, vector_a_images)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def pack(tmp_path_factory):
     models = place_tiny_weights(tmp_path_factory.mktemp("comfy") / "models")
     host.add_standalone_model_root(str(models))
     yield pack
-    host.remove_standalone_model_root(str(models))
+    remove_standalone_model_root(host, str(models))
     pack.nodes.model_cache.MODEL_CACHE.clear()
 
 
