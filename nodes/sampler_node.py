@@ -14,7 +14,8 @@ from .options import CATEGORY, MODEL_TYPE, NORMAL_RESOLUTION, problems, widget
 #: The Sampler's widgets, in the order saved workflows have them (each defined in ``musepose.options``).
 WIDGETS = ("width", "height", "seed", "steps", "cfg", "scheduler", "context_frames", "context_overlap",
            "context_schedule", "blending", "windows_per_batch", "aspect", "cfg_mode")
-from .preview import LatestPreview, engine_to_latent
+from .latents import to_latent
+from .preview import LatestPreview
 
 logger = logging.getLogger("musepose_express")
 
@@ -177,4 +178,4 @@ class MusePoseSampler:
         per_step = sum(pipeline.stats.seconds_per_step) / max(1, len(pipeline.stats.seconds_per_step))
         host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} step{'s' if settings.steps != 1 else ''} in "
                  f"{seconds:.1f} s ({per_step:.2f} s per step, {len(settings.windows())} window(s) per step)")
-        return ({"samples": engine_to_latent(latents)},)
+        return (to_latent(latents),)

@@ -131,10 +131,10 @@ def test_preview_keeps_the_first_frame_of_the_latest_step(pack):
 def test_latent_layout_round_trip(pack):
     """Sampler output is ComfyUI's raw-VAE LATENT [F, 4, h, w]; Decode brings it back to the engine's scale."""
     engine = torch.randn(1, 4, 5, 3, 2)
-    latent = pack.nodes.preview.engine_to_latent(engine)
-    assert latent.shape == (5, 4, 3, 2)
-    assert torch.allclose(latent[2], engine[0, :, 2] / 0.18215)
-    assert torch.allclose(pack.nodes.decode_node.to_engine_latents(latent), engine, atol=1e-6)
+    latent = pack.nodes.latents.to_latent(engine)
+    assert latent["samples"].shape == (5, 4, 3, 2)
+    assert torch.allclose(latent["samples"][2], engine[0, :, 2] / 0.18215)
+    assert torch.allclose(pack.nodes.latents.from_latent(latent), engine, atol=1e-6)
 
 
 def test_model_cache_capacity_and_eviction(pack):
