@@ -7,7 +7,6 @@ import logging
 import torch
 
 from . import host
-from .attention import attention_backend
 from .latents import from_latent
 from .options import CATEGORY, MODEL_TYPE
 
@@ -51,10 +50,10 @@ def decoded_chunks(musepose, latent, chunk_size: int, tiling: bool):
     def on_progress(done: int, total: int) -> None:
         progress.update(done - progress.value)
 
-    with attention_backend(musepose.attention):
-        yield from musepose.pipeline.decode_chunks(
-            latents, musepose.memory(decode_chunk=int(chunk_size), decode_tiling=bool(tiling)),
-            progress=on_progress, check_interrupt=host.check_interrupt, on_message=host.say)
+    musepose.route_attention()
+    yield from musepose.pipeline.decode_chunks(
+        latents, musepose.memory(decode_chunk=int(chunk_size), decode_tiling=bool(tiling)),
+        progress=on_progress, check_interrupt=host.check_interrupt, on_message=host.say)
 
 
 class MusePoseDecodeToVideo:

@@ -8,7 +8,6 @@ import time
 
 
 from . import host
-from .attention import attention_backend
 from .options import CATEGORY, MODEL_TYPE, NORMAL_RESOLUTION, problems, widget
 
 #: The Sampler's widgets, in the order saved workflows have them (each defined in ``musepose.options``).
@@ -164,13 +163,13 @@ class MusePoseSampler:
 
         started = time.perf_counter()
         checkpoints = sampler_checkpoints()
+        musepose.route_attention()
         try:
-            with attention_backend(musepose.attention):
-                latents = pipeline.sample(reference_image[0], pose_images, settings,
-                                          musepose.memory(cfg_mode=cfg_mode), progress=on_progress,
-                                          check_interrupt=host.check_interrupt,
-                                          on_step=previews.on_step if previews.enabled else None, on_message=host.say,
-                                          replicas=musepose.replicas(), checkpoints=checkpoints)
+            latents = pipeline.sample(reference_image[0], pose_images, settings,
+                                      musepose.memory(cfg_mode=cfg_mode), progress=on_progress,
+                                      check_interrupt=host.check_interrupt,
+                                      on_step=previews.on_step if previews.enabled else None, on_message=host.say,
+                                      replicas=musepose.replicas(), checkpoints=checkpoints)
         finally:
             host.show_status(None)
         checkpoints.discard()  # the output is ComfyUI's now (its cache keeps it)

@@ -87,36 +87,6 @@ def test_layer_swap_keeps_parameters_and_output():
         swap.swap_layer_classes(nn.Sequential(nn.Conv2d(1, 1, 1)), {nn.Conv2d: CastLinear})
 
 
-def test_attention_backend_routes_and_restores(pack, monkeypatch):
-    attention = pack.nodes.attention
-    import torch.nn.functional as F
-
-    seen = []
-
-    def fake_factory():
-        def kernel(q, k, v, scale):
-            seen.append(q.shape)
-            return torch.zeros_like(q)
-
-        return kernel, lambda q: q.shape[-1] == 8
-
-    monkeypatch.setitem(attention.BACKENDS, "fake", ("torch", fake_factory))
-    assert "fake" in attention.available_backends() and attention.available_backends()[0] == "sdpa"
-    original = F.scaled_dot_product_attention
-    q = torch.randn(1, 2, 5, 8)
-    with attention.attention_backend("fake"):
-        assert torch.equal(F.scaled_dot_product_attention(q, q, q), torch.zeros_like(q))
-        masked = F.scaled_dot_product_attention(q, q, q, is_causal=True)  # unsupported -> SDPA
-        other = torch.randn(1, 2, 5, 6)
-        plain = F.scaled_dot_product_attention(other, other, other)  # head size refused -> SDPA
-    assert F.scaled_dot_product_attention is original and len(seen) == 1
-    assert torch.allclose(masked, original(q, q, q, is_causal=True))
-    assert torch.allclose(plain, original(other, other, other))
-    with pytest.raises(ValueError):
-        with attention.attention_backend("nope"):
-            pass
-
-
 def test_preview_keeps_the_first_frame_of_the_latest_step(pack):
     preview = pack.nodes.preview
     shown = []
