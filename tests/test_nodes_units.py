@@ -154,8 +154,9 @@ def test_sampler_checks_every_input_when_it_runs(pack):
                              (dict(height=8192), "height must be at most 2048 (got 8192)"),
                              (dict(width=56), "width must be at least 64 (got 56)"),
                              (dict(context_frames=8, context_overlap=8), "must be smaller than context_frames (8)")):
+        image = torch.zeros(1, 8, 8, 3)  # no model: the check comes before any work
         with pytest.raises(ValueError, match=re.escape(expected)):
-            sampler().sample(None, None, None, **{"width": 512, "height": 512, **change})
+            sampler().sample(None, image, image, **{"width": 512, "height": 512, **change})
 
 
 def test_size_limits_and_widget_ranges(pack):
@@ -171,16 +172,14 @@ def test_size_limits_and_widget_ranges(pack):
 def test_large_sizes_are_warned_with_the_planners_memory_and_time(pack):
     """Between the normal range and the refusal, the Sampler says how much memory and time a run needs."""
     import importlib
-    from types import SimpleNamespace
 
     weights = importlib.import_module(pack.__name__ + ".musepose.weights.loader")
     pipeline = importlib.import_module(pack.__name__ + ".musepose.pipeline")
     models = weights.build_models(device="meta")
     models.dtype = torch.float16
-    musepose = SimpleNamespace(models=models)
-    note = pack.nodes.sampler_node.large_run_note
+    note = importlib.import_module(pack.__name__ + ".musepose.pipeline.outlook").large_run_note
     normal = pipeline.SamplingSettings(width=768, height=768).validated(48)
-    assert note(normal, musepose) is None
+    assert note(normal, models) is None
     big = pipeline.SamplingSettings(width=1536, height=1536).validated(48)
-    text = note(big, musepose)
+    text = note(big, models)
     assert "1536x1536 is above MusePose's usual range" in text and " GB " in text and " min " in text
