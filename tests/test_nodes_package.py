@@ -60,3 +60,15 @@ def test_root_init_imports_as_a_plain_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {} and module.NODE_DISPLAY_NAME_MAPPINGS == {}
+
+
+def test_node_functions_are_short():
+    """Every function in nodes/ fits on a screen (at most 80 lines): the nodes stay thin over the engine."""
+    import ast
+
+    long = []
+    for path in sorted((REPO / "nodes").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(REPO)}: {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
