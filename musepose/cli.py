@@ -46,7 +46,7 @@ PLAN_SETTINGS = ("width", "height", "context_frames", "context_overlap", "window
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     from .options import add_cli_argument
 
-    for name in GENERATE_SETTINGS + MEMORY_SETTINGS + ("decode_chunk",):
+    for name in GENERATE_SETTINGS + MEMORY_SETTINGS + ("decode_chunk", "attention"):
         add_cli_argument(p, name)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--devices", default=None, type=_device_list,
@@ -347,6 +347,7 @@ def _pipelines(args, devices):
     the networks of the current stage."""
     import torch
 
+    from .attention import set_attention_backend
     from .device import resolve_dtype
     from .pipeline import EnginePlacement, MusePosePipeline
     from .pipeline.parallel import replicate
@@ -358,6 +359,8 @@ def _pipelines(args, devices):
     models = load_models(args.weights_dir, dtype=dtype, device="cpu", lazy=True, fp8=args.precision == "fp8")
     pipe = MusePosePipeline(models, placement=EnginePlacement(devices[0]))
     replicas = [replicate(pipe, d) for d in devices[1:]]
+    for each in (pipe, *replicas):
+        set_attention_backend(each.models, args.attention)
     if args.compile:
         from .models.compile import compile_unets
 

@@ -73,6 +73,8 @@ CONVERT_PRECISIONS = ("fp16", "bf16", "fp32")
 PERSON_MODES = ("largest", "most_central")
 #: What runs DWPose (docs/POSE.md).
 POSE_BACKENDS = ("auto", "torch", "onnxruntime")
+#: Attention kernels (``musepose.attention``): PyTorch SDPA, or xformers / sageattention where installed.
+ATTENTION_BACKENDS = ("sdpa", "xformers", "sageattention")
 
 #: Largest width/height (pixels; several times MusePose's 512-768 training size).
 MAX_RESOLUTION = 2048
@@ -156,6 +158,8 @@ _SETTINGS = (
             "ComfyUI), fp32 on the CPU. fp8 stores the UNets' large weights in 8 bits and computes in fp16: about "
             "half the UNet memory, slightly different output (lossy).", choices=PRECISIONS,
             flags=("--precision", "--dtype")),
+    Setting("attention", str, "sdpa", "Attention kernel: PyTorch SDPA, or xformers / sageattention when "
+            "installed.", choices=ATTENTION_BACKENDS),
     Setting("decode_chunk", int, 0, "Frames decoded per VAE call; 0 = as many as fit (tiled when not even one "
             "does); halved automatically on out-of-memory.", low=0),
     Setting("person", str, "largest", "Which person the pose alignment follows when several are detected.",

@@ -83,9 +83,22 @@ class MusePoseModel:
     extra_devices: tuple = ()  # more devices sharing the Sampler's windows (torch.device each), besides ComfyUI's
 
     def replicas(self) -> list:
-        """Pipelines on this output's extra devices (for ``MusePosePipeline.sample(replicas=...)``)."""
+        """Pipelines on this output's extra devices (for ``MusePosePipeline.sample(replicas=...)``), their
+        attention routed like the main set's."""
+        from ..musepose.attention import set_attention_backend
+
         loaded = self.current()
-        return [loaded.replica(i, device) for i, device in enumerate(self.extra_devices)]
+        replicas = [loaded.replica(i, device) for i, device in enumerate(self.extra_devices)]
+        for replica in replicas:
+            set_attention_backend(replica.models, self.attention)
+        return replicas
+
+    def route_attention(self) -> None:
+        """Route the set's attention through this output's backend for the coming run (outputs sharing one
+        cached set may choose differently; the choice is the engine's, per model: ``musepose.attention``)."""
+        from ..musepose.attention import set_attention_backend
+
+        set_attention_backend(self.models, self.attention)
 
     def current(self) -> LoadedSet:
         """The loaded set, read again from disk if it was released since this output was made."""

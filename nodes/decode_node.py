@@ -7,21 +7,10 @@ import logging
 import torch
 
 from . import host
-from ..musepose.config import VAE_SCALING_FACTOR
-from .attention import attention_backend
+from .latents import from_latent
 from .options import CATEGORY, MODEL_TYPE
 
 logger = logging.getLogger("musepose_express")
-
-
-def to_engine_latents(samples: torch.Tensor) -> torch.Tensor:
-    """LATENT samples ``[F, 4, h, w]`` (or ``[1, 4, F, h, w]``), raw VAE latents -> the engine's
-    ``(1, 4, F, h, w)`` in the sampling scale (x0.18215)."""
-    if samples.ndim == 4:
-        samples = samples.permute(1, 0, 2, 3)[None]
-    elif not (samples.ndim == 5 and samples.shape[0] == 1):
-        raise ValueError(f"expected MusePose latents [frames, 4, H/8, W/8], got shape {tuple(samples.shape)}")
-    return samples * VAE_SCALING_FACTOR
 
 
 class MusePoseDecode:
@@ -55,16 +44,16 @@ class MusePoseDecode:
 def decoded_chunks(musepose, latent, chunk_size: int, tiling: bool):
     """The engine's decoded chunks (float32 ``[n, H, W, 3]``, frame order) with the node's progress bar,
     cancel checks and messages."""
-    latents = to_engine_latents(latent["samples"]).float()
+    latents = from_latent(latent)
     progress = host.Progress(latents.shape[2])
 
     def on_progress(done: int, total: int) -> None:
         progress.update(done - progress.value)
 
-    with attention_backend(musepose.attention):
-        yield from musepose.pipeline.decode_chunks(
-            latents, musepose.memory(decode_chunk=int(chunk_size), decode_tiling=bool(tiling)),
-            progress=on_progress, check_interrupt=host.check_interrupt, on_message=host.say)
+    musepose.route_attention()
+    yield from musepose.pipeline.decode_chunks(
+        latents, musepose.memory(decode_chunk=int(chunk_size), decode_tiling=bool(tiling)),
+        progress=on_progress, check_interrupt=host.check_interrupt, on_message=host.say)
 
 
 class MusePoseDecodeToVideo:

@@ -10,16 +10,22 @@ import weakref
 import torch
 
 from . import host
-from .attention import available_backends
 from .bundle import LoadedSet, MusePoseModel
 from .download import download_missing
 from .model_cache import MODEL_CACHE
 from .model_files import file_fingerprint, missing_files, missing_message, resolve_weight_paths
-from .options import AUTO, CATEGORY, MODEL_TYPE, OFFLOAD_LEVELS, PRECISIONS, widget
+from .options import AUTO, CATEGORY, MODEL_TYPE, OFFLOAD_LEVELS, PRECISIONS, setting_with, widget
 
 logger = logging.getLogger("musepose_express")
 
 STREAMABLE = ("denoising_unet", "reference_unet", "pose_guider")
+
+
+def attention_widget() -> tuple:
+    """The ``attention`` setting's widget, offering the backends installed here (``sdpa`` always)."""
+    from ..musepose.attention import available_backends
+
+    return widget("attention", setting_with("attention", choices=tuple(available_backends())))
 
 
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
@@ -101,8 +107,7 @@ class MusePoseModelLoader:
                     "sd-image-variations-diffusers/image_encoder/, then the official layout.")}),
                 "precision": widget("precision"),
                 "offload": widget("offload"),
-                "attention": (available_backends(), {"default": "sdpa", "tooltip": (
-                    "Attention kernel: PyTorch SDPA, or xformers / sageattention when installed.")}),
+                "attention": attention_widget(),
                 "download_missing": ("BOOLEAN", {"default": False, "tooltip": (
                     "Download missing files from Hugging Face into the model folders (needs huggingface_hub "
                     "and network access). Off: a missing file is an error that says where it goes.")}),
@@ -136,6 +141,8 @@ class MusePoseModelLoader:
              attention="sdpa", download_missing=False, extra_devices="", compile=False, hub_download=None):
         if offload not in OFFLOAD_LEVELS:
             raise ValueError(f"unknown offload level {offload!r}; use one of {OFFLOAD_LEVELS}")
+        from ..musepose.attention import available_backends
+
         if attention not in available_backends():
             raise ValueError(f"attention backend {attention!r} is not installed; available: {available_backends()}")
         devices = host.extra_devices(extra_devices)  # checked before anything is read

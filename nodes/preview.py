@@ -1,4 +1,4 @@
-"""Latent previews while sampling, and the LATENT layout of the sampler's output.
+"""Latent previews while sampling.
 
 The engine calls ``on_step`` after every scheduler step with its estimate of the clean latents (in the
 sampling scale, which ComfyUI's SD1.5 latent previewer expects); the progress bar shows the newest one.
@@ -8,14 +8,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-
-from ..musepose.config import VAE_SCALING_FACTOR
-
-
-def engine_to_latent(latents: torch.Tensor) -> torch.Tensor:
-    """Engine latents ``(1, 4, F, h, w)`` (x0.18215) -> LATENT samples ``[F, 4, h, w]`` (raw VAE latents,
-    ComfyUI's convention: core VAE Decode decodes them directly)."""
-    return (latents[0].permute(1, 0, 2, 3) / VAE_SCALING_FACTOR).contiguous()
 
 
 class LatestPreview:

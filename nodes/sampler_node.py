@@ -6,15 +6,14 @@ import math
 import os
 import time
 
-
 from . import host
-from .attention import attention_backend
-from .options import CATEGORY, MODEL_TYPE, NORMAL_RESOLUTION, problems, widget
+from .latents import to_latent
+from .options import CATEGORY, MODEL_TYPE, problems, widget
+from .preview import LatestPreview
 
 #: The Sampler's widgets, in the order saved workflows have them (each defined in ``musepose.options``).
 WIDGETS = ("width", "height", "seed", "steps", "cfg", "scheduler", "context_frames", "context_overlap",
            "context_schedule", "blending", "windows_per_batch", "aspect", "cfg_mode")
-from .preview import LatestPreview, engine_to_latent
 
 logger = logging.getLogger("musepose_express")
 
@@ -33,34 +32,11 @@ def aspect_note(src_w: int, src_h: int, width: int, height: int, mode: str, what
 def sampler_input_problems(width=None, height=None, context_frames=None, context_overlap=None) -> list[str]:
     """What the Sampler's widgets alone rule out, each in a sentence (empty: fine). ``None`` = linked, unknown.
 
-    The engine's own check (``musepose.options.problems``), used at queue time (VALIDATE_INPUTS) and again
-    when the node runs (a linked width or height is known only then).
+    The engine's own check (``musepose.options.problems``), used at queue time (VALIDATE_INPUTS); when the node
+    runs, the engine's ``SamplingSettings.validated`` makes the same check (a linked width or height is known
+    only then).
     """
     return problems(width=width, height=height, context_frames=context_frames, context_overlap=context_overlap)
-
-
-def large_run_note(settings, musepose) -> str | None:
-    """For a size between NORMAL_RESOLUTION and MAX_RESOLUTION: a warning with the planner's estimates of
-    the run's device memory (with the leanest configuration) and time; None for normal sizes."""
-    if max(settings.width, settings.height) <= NORMAL_RESOLUTION:
-        return None
-    from ..musepose.pipeline import MemorySettings
-    from ..musepose.pipeline.memory import choose
-    from ..musepose.pipeline.planner import WeightBytes
-
-    job = settings.job(musepose.models)
-    weights = WeightBytes.from_models(musepose.models)
-    leanest = choose(MemorySettings(offload="lowvram"), job, weights, 1.0)[0].estimate
-    fastest = choose(MemorySettings(offload="none"), job, weights, 1e15)[0].estimate
-    return (f"{settings.width}x{settings.height} is above MusePose's usual range (512-768, trained at 768): it "
-            f"needs at least about {leanest.peak_bytes / 1e9:.1f} GB of GPU memory ({fastest.peak_bytes / 1e9:.0f} GB "
-            f"for the fastest setting) and about {fastest.seconds / 60:.0f} min on an H100-class GPU "
-            f"({fastest.flops_per_window_step / 1e12:.0f} TFLOP per window and step); consider a smaller size and "
-            f"upscaling the video.")
-
-
-def count_window_batches(settings) -> int:
-    return math.ceil(len(settings.windows()) / settings.windows_per_batch)
 
 
 #: A run that has lasted this long keeps its state in ComfyUI's temp folder instead of RAM (seconds).
@@ -126,55 +102,77 @@ class MusePoseSampler:
     def sample(self, musepose, reference_image, pose_images, width=512, height=768, seed=0, steps=20, cfg=3.5,
                scheduler="ddim", context_frames=48, context_overlap=4, context_schedule="uniform", blending="flat",
                windows_per_batch=1, aspect="stretch", cfg_mode="auto"):
-        from ..musepose.pipeline import SamplingSettings
-
-        problems = sampler_input_problems(width, height, context_frames, context_overlap)
-        if problems:
-            raise ValueError("MusePose Sampler: " + "; ".join(problems))
-        if reference_image.ndim == 3:
-            reference_image = reference_image[None]
-        if pose_images.ndim == 3:
-            pose_images = pose_images[None]
-        settings = SamplingSettings(
-            width=int(width), height=int(height), frames=None, steps=int(steps), cfg=float(cfg),
-            seed=int(seed), context_frames=int(context_frames), context_overlap=int(context_overlap),
-            context_schedule=context_schedule, windows_per_batch=int(windows_per_batch), blending=blending,
-            scheduler=scheduler, aspect=aspect).validated(int(pose_images.shape[0]))
-        # The pose frames' resize (and stretch) is reported by the engine as it prepares them: only the
-        # reference is the node's to report, so each fact is said once.
-        note = aspect_note(int(reference_image.shape[2]), int(reference_image.shape[1]), settings.width,
-                           settings.height, aspect, "reference image")
-        if note:
-            logger.warning(note)
-        note = large_run_note(settings, musepose)
-        if note:
-            logger.warning(note)
-
-        note = host.memory_host_note()  # under dynamic VRAM: which memory manager holds our networks
-        if note:
-            host.say(note)
-        progress = host.Progress(settings.steps * count_window_batches(settings))
-        previews = LatestPreview(host.make_previewer())
-        pipeline = musepose.pipeline
-
-        def on_progress(done: int, total: int) -> None:  # done counts the whole run (a resumed one starts late)
-            host.show_status(pipeline.stats.progress_text())
-            progress.update(done - progress.value, previews.image())
-
+        reference_image = reference_image if reference_image.ndim == 4 else reference_image[None]
+        pose_images = pose_images if pose_images.ndim == 4 else pose_images[None]
+        settings = validated_settings(int(pose_images.shape[0]), width=int(width), height=int(height), seed=int(seed),
+                                      steps=int(steps), cfg=float(cfg), scheduler=scheduler,
+                                      context_frames=int(context_frames), context_overlap=int(context_overlap),
+                                      context_schedule=context_schedule, windows_per_batch=int(windows_per_batch),
+                                      blending=blending, aspect=aspect)
+        say_before_run(settings, musepose, reference_image)
         started = time.perf_counter()
-        checkpoints = sampler_checkpoints()
-        try:
-            with attention_backend(musepose.attention):
-                latents = pipeline.sample(reference_image[0], pose_images, settings,
-                                          musepose.memory(cfg_mode=cfg_mode), progress=on_progress,
-                                          check_interrupt=host.check_interrupt,
-                                          on_step=previews.on_step if previews.enabled else None, on_message=host.say,
-                                          replicas=musepose.replicas(), checkpoints=checkpoints)
-        finally:
-            host.show_status(None)
-        checkpoints.discard()  # the output is ComfyUI's now (its cache keeps it)
-        seconds = time.perf_counter() - started
-        per_step = sum(pipeline.stats.seconds_per_step) / max(1, len(pipeline.stats.seconds_per_step))
-        host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} step{'s' if settings.steps != 1 else ''} in "
-                 f"{seconds:.1f} s ({per_step:.2f} s per step, {len(settings.windows())} window(s) per step)")
-        return ({"samples": engine_to_latent(latents)},)
+        latents = run_engine(musepose, reference_image[0], pose_images, settings, cfg_mode)
+        say_after_run(settings, musepose.pipeline.stats, time.perf_counter() - started)
+        return (to_latent(latents),)
+
+
+def validated_settings(frames: int, **widgets):
+    """The engine's ``SamplingSettings`` from the widgets, validated by the engine once (an input out of its
+    range stops the node with the engine's reason)."""
+    from ..musepose.pipeline import SamplingSettings
+    from ..musepose.pipeline.preprocess import InputError
+
+    try:
+        return SamplingSettings(frames=None, **widgets).validated(frames)
+    except InputError as exc:
+        raise ValueError(f"MusePose Sampler: {exc}") from None
+
+
+def say_before_run(settings, musepose, reference_image) -> None:
+    """The facts only the node reports, before any work: the reference's resize, a size above the usual range
+    (the engine's estimate) and, under dynamic VRAM, which memory manager holds the networks. The pose
+    frames' resize is reported by the engine as it prepares them, so each fact is said once."""
+    from ..musepose.pipeline.outlook import large_run_note
+
+    for note in (aspect_note(int(reference_image.shape[2]), int(reference_image.shape[1]), settings.width,
+                             settings.height, settings.aspect, "reference image"),
+                 large_run_note(settings, musepose.models)):
+        if note:
+            logger.warning(note)
+    note = host.memory_host_note()
+    if note:
+        host.say(note)
+
+
+def run_engine(musepose, reference, pose_images, settings, cfg_mode: str):
+    """The engine's sampling with the node's progress bar (the engine's ``(done, total)`` window batches),
+    status line, previews, cancel checks, saved state and messages. Returns the engine's latents."""
+    previews = LatestPreview(host.make_previewer())
+    pipeline = musepose.pipeline
+    progress = None
+
+    def on_progress(done: int, total: int) -> None:  # done counts the whole run (a resumed one starts late)
+        nonlocal progress
+        progress = progress or host.Progress(total)
+        host.show_status(pipeline.stats.progress_text())
+        progress.update(done - progress.value, previews.image())
+
+    checkpoints = sampler_checkpoints()
+    musepose.route_attention()
+    try:
+        latents = pipeline.sample(reference, pose_images, settings, musepose.memory(cfg_mode=cfg_mode),
+                                  progress=on_progress, check_interrupt=host.check_interrupt,
+                                  on_step=previews.on_step if previews.enabled else None, on_message=host.say,
+                                  replicas=musepose.replicas(), checkpoints=checkpoints)
+    finally:
+        host.show_status(None)
+    checkpoints.discard()  # the output is ComfyUI's now (its cache keeps it)
+    return latents
+
+
+def say_after_run(settings, stats, seconds: float) -> None:
+    """The run's summary line on the node."""
+    per_step = sum(stats.seconds_per_step) / max(1, len(stats.seconds_per_step))
+    host.say(f"{settings.frames} frames at {settings.width}x{settings.height}, {settings.steps} "
+             f"step{'s' if settings.steps != 1 else ''} in {seconds:.1f} s ({per_step:.2f} s per step, "
+             f"{len(settings.windows())} window(s) per step)")

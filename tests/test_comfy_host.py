@@ -1,4 +1,4 @@
-"""nodes/host.py against the real comfy.model_management, in-process (skipped unless COMFYUI_PATH is set).
+"""nodes/host/ against the real comfy.model_management, in-process (skipped unless COMFYUI_PATH is set).
 
 Runs in a child interpreter ($COMFYUI_PYTHON or this one) so ComfyUI's module-level state (CPU mode,
 loaded-model list, interrupt flag) never leaks into the other tests. Each check prints one line; the
@@ -55,7 +55,8 @@ def _child(tmp: Path) -> None:
     import comfy.model_patcher
     import folder_paths
 
-    from test_nodes_support import VECTOR_A, VECTOR_A_SAMPLER, load_pack, max_abs, place_tiny_weights, vector_a_images
+    from test_nodes_support import (VECTOR_A, VECTOR_A_SAMPLER, load_pack, loaded_model_names, max_abs,
+                                    place_tiny_weights, vector_a_images)
 
     models = place_tiny_weights(tmp / "models")
     for kind in ("vae", "clip_vision", "musepose"):
@@ -83,7 +84,7 @@ def _child(tmp: Path) -> None:
     (model,) = nodes["MusePoseModelLoader"]().load(precision="fp32", offload="none")
     assert isinstance(model.placement, host.ComfyPlacement)
     (latent,) = nodes["MusePoseSampler"]().sample(model, reference, poses, **VECTOR_A_SAMPLER)
-    loaded = host.loaded_model_names()
+    loaded = loaded_model_names(host)
     # level none keeps every network loaded for the next run (ComfyUI evicts them when it needs the room);
     # level model, below, leaves nothing loaded
     assert sorted(loaded) == ["denoising_unet", "image_encoder", "pose_guider", "reference_unet", "vae"], loaded
@@ -97,7 +98,7 @@ def _child(tmp: Path) -> None:
     assert model_off.loaded is model.loaded and cache.loads == loads  # same weights, not read again
     (latent2,) = nodes["MusePoseSampler"]().sample(model_off, reference, poses, **VECTOR_A_SAMPLER)
     nodes["MusePoseDecode"]().decode(model_off, latent2, 0, False)
-    assert host.loaded_model_names() == [], host.loaded_model_names()
+    assert loaded_model_names(host) == [], loaded_model_names(host)
     assert max_abs(latent2["samples"], expected) <= tolerance
     print("PASS placement_model", f"{time.perf_counter():.1f}")
 
@@ -139,7 +140,7 @@ def _child(tmp: Path) -> None:
     on_meta = sum(1 for m in converted if m.weight.device.type == "meta")
     streamed = sum(1 for m in converted if m.weight.device.type == "cpu" and m.comfy_cast_weights)
     assert holder.model_lowvram and on_meta > 0 and streamed > 0 and on_meta + streamed == len(converted)
-    host._move_stray_buffers(unet, torch.device("meta"))
+    host.models._move_stray_buffers(unet, torch.device("meta"))
     pipe = low.pipeline  # no reference pass ran on this set: every entry is unconditional (plain self-attention)
     x = torch.zeros(2, 4, 8, 12, 12, device="meta")
     context = torch.zeros(2, 1, 16, device="meta")
@@ -159,6 +160,8 @@ def _free_checks(pack, nodes, reference, poses, *outputs) -> None:
 
     import comfy.model_management as mm
 
+    from test_nodes_support import loaded_model_names
+
     host = pack.nodes.host
     cache = pack.nodes.model_cache.MODEL_CACHE
     pose_cache = sys.modules[pack.__name__ + ".musepose.pose.cache"].DEFAULT_POSE_CACHE
@@ -170,7 +173,7 @@ def _free_checks(pack, nodes, reference, poses, *outputs) -> None:
     assert len(cache) == 0 and cache.releases == 1, (len(cache), cache.releases)
     assert unet() is None, ("the UNet is still referenced after ComfyUI's Free",
                             [type(r).__name__ for r in gc.get_referrers(unet())])
-    assert host.loaded_model_names() == [] and "session" not in pose_cache.models
+    assert loaded_model_names(host) == [] and "session" not in pose_cache.models
     assert all(o.loaded.released for o in outputs)
 
     loads = cache.loads
@@ -179,7 +182,7 @@ def _free_checks(pack, nodes, reference, poses, *outputs) -> None:
     print("PASS free_releases_cache (its UNet garbage-collected; the next run read the weights again)")
 
     model = outputs[0]
-    assert len(cache) == 1 and "denoising_unet" in host.loaded_model_names()
+    assert len(cache) == 1 and "denoising_unet" in loaded_model_names(host)
     unet = weakref.ref(model.models.denoising_unet)
     patcher = model.placement.patcher(model.models.denoising_unet)
     patcher.detach(unpatch_all=True)  # what ComfyUI's unload of one model (LoadedModel.model_unload) ends in
@@ -219,7 +222,7 @@ def _dynamic_vram_checks(pack, model) -> None:
         patcher = cls(host.HeldModel(torch.nn.Linear(2, 2), torch.float32, "x"), load_device=torch.device("meta"),
                       offload_device=torch.device("cpu"))
         assert cls is model_patcher.ModelPatcher and not patcher.is_dynamic()
-        assert not any(p.is_dynamic() for p in host._free_watch_patchers())  # the Free watch never pages
+        assert not any(p.is_dynamic() for p in host.free_watch.free_watch_patchers())  # the Free watch never pages
         placement = model.placement
         before = placement.free_memory()
         comfy_aimdo.model_vbar.vbars_analyze = lambda: 3 * 2**30  # what the pager could hand back

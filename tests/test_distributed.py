@@ -228,7 +228,8 @@ def test_planner_counts_rounds_of_window_batches(capsys):
 def test_model_loader_extra_devices(tmp_path, one_thread):
     """The loader's extra_devices: a CPU worker here; same latents as ComfyUI's device alone; the replica is
     made once and freed with the model set."""
-    from test_nodes_support import VECTOR_A_SAMPLER, load_pack, place_tiny_weights, vector_a_images
+    from test_nodes_support import (VECTOR_A_SAMPLER, load_pack, place_tiny_weights, remove_standalone_model_root,
+                                    vector_a_images)
 
     pack = load_pack()
     host, cache = pack.nodes.host, pack.nodes.model_cache.MODEL_CACHE
@@ -262,5 +263,5 @@ def test_model_loader_extra_devices(tmp_path, one_thread):
             with pytest.raises(ValueError, match=message):
                 loader().load(precision="fp32", extra_devices=bad)
     finally:
-        host.remove_standalone_model_root(str(models))
+        remove_standalone_model_root(host, str(models))
         cache.clear()

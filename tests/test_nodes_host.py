@@ -1,4 +1,4 @@
-"""nodes/host.py without ComfyUI: messages shown on the node, the patcher class, public model management only,
+"""nodes/host/ without ComfyUI: messages shown on the node, the patcher class, public model management only,
 following ComfyUI's Free. ComfyUI's pieces are stand-ins here; tests/test_comfy_*.py use the real ones."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from test_nodes_support import REPO, VECTOR_A_SAMPLER, load_pack, place_tiny_weights, vector_a_images
+from test_nodes_support import (REPO, VECTOR_A_SAMPLER, load_pack, place_tiny_weights, remove_standalone_model_root,
+                                vector_a_images)
 
 
 @pytest.fixture()
@@ -23,7 +24,7 @@ def pack():
 def shown(pack, monkeypatch):
     """What would go to the frontend: (node_id, text) per send."""
     sent = []
-    monkeypatch.setattr(pack.nodes.host, "send_node_text", lambda node_id, text: sent.append((node_id, text)))
+    monkeypatch.setattr(pack.nodes.host.messages, "send_node_text", lambda node_id, text: sent.append((node_id, text)))
     return sent
 
 
@@ -56,7 +57,7 @@ def test_every_registered_node_is_wrapped_and_reports_to_its_node(pack, shown, m
     host = pack.nodes.host
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert getattr(getattr(cls, cls.FUNCTION), "_musepose_pack_node", False), node_id
-    monkeypatch.setattr(host, "executing_node_id", lambda: "12:3")
+    monkeypatch.setattr(host.messages, "executing_node_id", lambda: "12:3")
 
     class Dummy:
         FUNCTION = "go"
@@ -83,10 +84,10 @@ def test_sampler_says_each_size_fact_once(pack, shown, tmp_path, monkeypatch):
         (model,) = nodes["MusePoseModelLoader"]().load(precision="fp32")
         reference, poses = vector_a_images()
         settings = {**VECTOR_A_SAMPLER, "width": 100, "height": 132, "steps": 1}
-        monkeypatch.setattr(host, "executing_node_id", lambda: "5")  # ComfyUI's executing context
+        monkeypatch.setattr(host.messages, "executing_node_id", lambda: "5")  # ComfyUI's executing context
         nodes["MusePoseSampler"]().sample(model, reference, poses[:8], **settings)
     finally:
-        host.remove_standalone_model_root(str(models))
+        remove_standalone_model_root(host, str(models))
         pack.nodes.model_cache.MODEL_CACHE.clear()
     assert {node for node, _ in shown} == {"5"}, shown
     # while it sampled, a status line (elapsed time, time left) stood below the facts, then went
@@ -159,9 +160,9 @@ def fake_comfy(pack, monkeypatch):
     for name, module in (("comfy", comfy), ("comfy.model_patcher", patcher_module),
                          ("comfy.patcher_extension", extension)):
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(host, "HAS_COMFY", True)
-    monkeypatch.setattr(host, "_mm", mm)
-    monkeypatch.setattr(host, "_free_watch", None)
+    monkeypatch.setattr(host.comfyui, "HAS_COMFY", True)
+    monkeypatch.setattr(host.comfyui, "mm", mm)
+    monkeypatch.setattr(host.free_watch, "_free_watch", None)
     return types.SimpleNamespace(host=host, loads=loads, patcher_module=patcher_module)
 
 
@@ -199,9 +200,9 @@ def test_free_memory_counts_what_the_dynamic_pager_can_hand_back(fake_comfy, mon
             return self.dynamic
 
     others = [Other(100, dynamic=False), Other(1000, dynamic=True)]
-    monkeypatch.setattr(fake_comfy.host._mm, "loaded_models", lambda: others, raising=False)
-    monkeypatch.setattr(fake_comfy.host._mm, "get_free_memory", lambda device=None: 5000, raising=False)
-    monkeypatch.setattr(fake_comfy.host._mm, "extra_reserved_memory", lambda: 10, raising=False)
+    monkeypatch.setattr(fake_comfy.host.comfyui.mm, "loaded_models", lambda: others, raising=False)
+    monkeypatch.setattr(fake_comfy.host.comfyui.mm, "get_free_memory", lambda device=None: 5000, raising=False)
+    monkeypatch.setattr(fake_comfy.host.comfyui.mm, "extra_reserved_memory", lambda: 10, raising=False)
     placement = host.ComfyPlacement({"vae": nn.Linear(2, 2)}, torch.float32)
     assert placement.free_memory() == 5000 + 100 + 1000 - 10  # 0.8.0: no pager, every other model counts
     monkeypatch.setattr(_Patcher, "get_free_memory", lambda self, device: 5000 + 1000, raising=False)
@@ -238,14 +239,14 @@ def test_free_watch_tells_the_listeners(pack, fake_comfy):
         watch.detach(unpatch_all=False)
         assert heard == ["free"]
     finally:
-        host._free_listeners.remove(listener)
+        host.free_watch._free_listeners.remove(listener)
 
 
 def test_host_uses_no_private_loaded_model_list():
-    source = (REPO / "nodes" / "host.py").read_text()
+    source = "\n".join(path.read_text() for path in sorted((REPO / "nodes" / "host").glob("*.py")))
     assert "current_loaded_models" not in source
-    assert re.search(r"_mm\.\w+", source)  # (the check reads the right file)
-    for call in set(re.findall(r"_mm\.(\w+)", source)):
+    assert re.search(r"\bmm\.\w+", source)  # (the check reads the right files)
+    for call in set(re.findall(r"\bmm\.(\w+)", source)):
         assert not call.startswith("_"), call
 
 

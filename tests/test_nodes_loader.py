@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_nodes_support import TINY_LAYOUT, WEIGHTS, load_pack, place_tiny_weights
+from test_nodes_support import TINY_LAYOUT, WEIGHTS, load_pack, place_tiny_weights, remove_standalone_model_root
 
 
 @pytest.fixture()
@@ -21,7 +21,7 @@ def env(tmp_path):
     host.add_standalone_model_root(str(models))
     pack.nodes.model_cache.MODEL_CACHE.clear()
     yield pack, models
-    host.remove_standalone_model_root(str(models))
+    remove_standalone_model_root(host, str(models))
     pack.nodes.model_cache.MODEL_CACHE.clear()
 
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from test_nodes_support import REPO, load_pack, place_tiny_weights, vector_a_images
+from test_nodes_support import REPO, load_pack, place_tiny_weights, remove_standalone_model_root, vector_a_images
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def pack(tmp_path_factory):
     shutil.copytree(REPO / "tests" / "fixtures" / "dwpose-tiny", models / "dwpose")
     host.add_standalone_model_root(str(models))
     yield pack
-    host.remove_standalone_model_root(str(models))
+    remove_standalone_model_root(host, str(models))
     pack.nodes.model_cache.MODEL_CACHE.clear()
 
 

@@ -92,3 +92,21 @@ def max_abs(a, b) -> float:
     b = b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
     assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
+def remove_standalone_model_root(host, path: str) -> None:
+    """Undo ``host.add_standalone_model_root(path)`` (tests lay their models out in temporary roots)."""
+    if path in host.folders.STANDALONE_ROOTS:
+        host.folders.STANDALONE_ROOTS.remove(path)
+
+
+def loaded_model_names(host) -> list[str]:
+    """Labels of the pack's networks whose weights ComfyUI has loaded now (empty outside ComfyUI)."""
+    if not host.comfyui.HAS_COMFY:
+        return []
+    names = []
+    for patcher in host.comfyui.mm.loaded_models():
+        holder = getattr(patcher, "model", None)
+        if isinstance(holder, host.HeldModel) and patcher.loaded_size() > 0:
+            names.append(holder.label)
+    return names

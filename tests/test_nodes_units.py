@@ -87,36 +87,6 @@ def test_layer_swap_keeps_parameters_and_output():
         swap.swap_layer_classes(nn.Sequential(nn.Conv2d(1, 1, 1)), {nn.Conv2d: CastLinear})
 
 
-def test_attention_backend_routes_and_restores(pack, monkeypatch):
-    attention = pack.nodes.attention
-    import torch.nn.functional as F
-
-    seen = []
-
-    def fake_factory():
-        def kernel(q, k, v, scale):
-            seen.append(q.shape)
-            return torch.zeros_like(q)
-
-        return kernel, lambda q: q.shape[-1] == 8
-
-    monkeypatch.setitem(attention.BACKENDS, "fake", ("torch", fake_factory))
-    assert "fake" in attention.available_backends() and attention.available_backends()[0] == "sdpa"
-    original = F.scaled_dot_product_attention
-    q = torch.randn(1, 2, 5, 8)
-    with attention.attention_backend("fake"):
-        assert torch.equal(F.scaled_dot_product_attention(q, q, q), torch.zeros_like(q))
-        masked = F.scaled_dot_product_attention(q, q, q, is_causal=True)  # unsupported -> SDPA
-        other = torch.randn(1, 2, 5, 6)
-        plain = F.scaled_dot_product_attention(other, other, other)  # head size refused -> SDPA
-    assert F.scaled_dot_product_attention is original and len(seen) == 1
-    assert torch.allclose(masked, original(q, q, q, is_causal=True))
-    assert torch.allclose(plain, original(other, other, other))
-    with pytest.raises(ValueError):
-        with attention.attention_backend("nope"):
-            pass
-
-
 def test_preview_keeps_the_first_frame_of_the_latest_step(pack):
     preview = pack.nodes.preview
     shown = []
@@ -131,10 +101,10 @@ def test_preview_keeps_the_first_frame_of_the_latest_step(pack):
 def test_latent_layout_round_trip(pack):
     """Sampler output is ComfyUI's raw-VAE LATENT [F, 4, h, w]; Decode brings it back to the engine's scale."""
     engine = torch.randn(1, 4, 5, 3, 2)
-    latent = pack.nodes.preview.engine_to_latent(engine)
-    assert latent.shape == (5, 4, 3, 2)
-    assert torch.allclose(latent[2], engine[0, :, 2] / 0.18215)
-    assert torch.allclose(pack.nodes.decode_node.to_engine_latents(latent), engine, atol=1e-6)
+    latent = pack.nodes.latents.to_latent(engine)
+    assert latent["samples"].shape == (5, 4, 3, 2)
+    assert torch.allclose(latent["samples"][2], engine[0, :, 2] / 0.18215)
+    assert torch.allclose(pack.nodes.latents.from_latent(latent), engine, atol=1e-6)
 
 
 def test_model_cache_capacity_and_eviction(pack):
@@ -184,8 +154,9 @@ def test_sampler_checks_every_input_when_it_runs(pack):
                              (dict(height=8192), "height must be at most 2048 (got 8192)"),
                              (dict(width=56), "width must be at least 64 (got 56)"),
                              (dict(context_frames=8, context_overlap=8), "must be smaller than context_frames (8)")):
+        image = torch.zeros(1, 8, 8, 3)  # no model: the check comes before any work
         with pytest.raises(ValueError, match=re.escape(expected)):
-            sampler().sample(None, None, None, **{"width": 512, "height": 512, **change})
+            sampler().sample(None, image, image, **{"width": 512, "height": 512, **change})
 
 
 def test_size_limits_and_widget_ranges(pack):
@@ -201,16 +172,14 @@ def test_size_limits_and_widget_ranges(pack):
 def test_large_sizes_are_warned_with_the_planners_memory_and_time(pack):
     """Between the normal range and the refusal, the Sampler says how much memory and time a run needs."""
     import importlib
-    from types import SimpleNamespace
 
     weights = importlib.import_module(pack.__name__ + ".musepose.weights.loader")
     pipeline = importlib.import_module(pack.__name__ + ".musepose.pipeline")
     models = weights.build_models(device="meta")
     models.dtype = torch.float16
-    musepose = SimpleNamespace(models=models)
-    note = pack.nodes.sampler_node.large_run_note
+    note = importlib.import_module(pack.__name__ + ".musepose.pipeline.outlook").large_run_note
     normal = pipeline.SamplingSettings(width=768, height=768).validated(48)
-    assert note(normal, musepose) is None
+    assert note(normal, models) is None
     big = pipeline.SamplingSettings(width=1536, height=1536).validated(48)
-    text = note(big, musepose)
+    text = note(big, models)
     assert "1536x1536 is above MusePose's usual range" in text and " GB " in text and " min " in text

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_nodes_support import VECTOR_A, VECTOR_A_SAMPLER, load_pack, max_abs, place_tiny_weights, vector_a_images
+from test_nodes_support import (VECTOR_A, VECTOR_A_SAMPLER, load_pack, max_abs, place_tiny_weights,
+                                remove_standalone_model_root, vector_a_images)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def pack(tmp_path_factory):
     models = place_tiny_weights(tmp_path_factory.mktemp("comfy") / "models")
     host.add_standalone_model_root(str(models))
     yield pack
-    host.remove_standalone_model_root(str(models))
+    remove_standalone_model_root(host, str(models))
     pack.nodes.model_cache.MODEL_CACHE.clear()
 
 
@@ -86,12 +87,12 @@ def test_decode_tiling_is_applied_then_restored(pack, run):
 
 def test_decode_accepts_the_engine_layout_and_rejects_others(pack, run):
     model, latent = run
-    decode = pack.nodes.decode_node
+    latents = pack.nodes.latents
     as_engine = latent["samples"].permute(1, 0, 2, 3)[None] * 0.18215
-    assert torch.allclose(decode.to_engine_latents(latent["samples"]), as_engine)
-    assert torch.allclose(decode.to_engine_latents(latent["samples"].permute(1, 0, 2, 3)[None]), as_engine)
+    assert torch.allclose(latents.from_latent(latent), as_engine)
+    assert torch.allclose(latents.from_latent({"samples": latent["samples"].permute(1, 0, 2, 3)[None]}), as_engine)
     with pytest.raises(ValueError, match="frames, 4"):
-        decode.to_engine_latents(torch.zeros(2, 4, 3, 12, 12))
+        latents.from_latent({"samples": torch.zeros(2, 4, 3, 12, 12)})
 
 
 def test_seed_changes_and_repeats(pack, run):

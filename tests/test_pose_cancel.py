@@ -25,6 +25,8 @@ from musepose.pose import extract as extract_mod
 from musepose.pose.extract import DWPoseExtractor
 from musepose.pose.models import find_dwpose_models
 
+from test_nodes_support import remove_standalone_model_root
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "dwpose-tiny"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -84,7 +86,7 @@ def pack(tmp_path_factory):
     host.add_standalone_model_root(str(root))
     yield nodes, host
     host.request_interrupt(False)
-    host.remove_standalone_model_root(str(root))
+    remove_standalone_model_root(host, str(root))
 
 
 def on_call(n: int, fn, fire):

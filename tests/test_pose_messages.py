@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+from test_nodes_support import remove_standalone_model_root
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "dwpose-tiny"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -41,7 +43,7 @@ def nodes(tmp_path_factory):
         (root / "dwpose" / name).write_bytes((FIXTURE / name).read_bytes())
     host.add_standalone_model_root(str(root))
     yield mod
-    host.remove_standalone_model_root(str(root))
+    remove_standalone_model_root(host, str(root))
 
 
 def images(wh, n: int, seed: int) -> torch.Tensor:

@@ -16,6 +16,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from test_nodes_support import remove_standalone_model_root
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "dwpose-tiny"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -37,8 +39,7 @@ def nodes(tmp_path_factory):
         (root / "dwpose" / name).write_bytes((FIXTURE / name).read_bytes())
     host.add_standalone_model_root(str(root))
     yield mod
-    if hasattr(host, "remove_standalone_model_root"):
-        host.remove_standalone_model_root(str(root))
+    remove_standalone_model_root(host, str(root))
 
 
 def image_batch(w: int, h: int, n: int = 1, seed: int = 0) -> torch.Tensor:

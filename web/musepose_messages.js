@@ -1,7 +1,7 @@
 // MusePose Express: what a pack node said during its last run (memory choice, warnings, summary), kept under
 // the node in a read-only text box after the run ends.
 //
-// The nodes send their lines as a UI output, {"musepose_messages": ["line\nline..."]} (nodes/host.py
+// The nodes send their lines as a UI output, {"musepose_messages": ["line\nline..."]} (nodes/host/messages.py
 // MESSAGES_UI_KEY); the frontend hands it to onExecuted once the node has run. The box is added on the first
 // message, so a saved workflow loads exactly as before (same widgets, same positional widgets_values), and it
 // is never saved: serialize = false keeps it out of the workflow's widgets_values, options.serialize = false
