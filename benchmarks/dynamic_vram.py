@@ -130,7 +130,7 @@ def run_case(args) -> dict:
 
     pack = load_pack()
     if pack_mode == "pager":  # comparison only: the pack's networks on the host's (dynamic) CoreModelPatcher
-        pack.nodes.host.patcher_class = lambda: comfy.model_patcher.CoreModelPatcher
+        pack.nodes.host.patchers.patcher_class = lambda: comfy.model_patcher.CoreModelPatcher
     nodes = pack.NODE_CLASS_MAPPINGS
     weights = TINY_WEIGHTS if args.smoke else args.weights
     size = args.size

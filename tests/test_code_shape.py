@@ -2,7 +2,7 @@
 
 * no function or method of the pack is longer than :data:`MAX_LINES` lines;
 * the engine's modules (``musepose/``) import one another without a cycle, function-level imports included;
-* one place of the pack talks to ComfyUI: ``nodes/host.py`` (or a ``nodes/host/`` package).
+* one module of the pack imports ComfyUI: ``nodes/host/comfyui.py`` (top-level or function-level imports).
 """
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "musepose"
 MAX_LINES = 80
-#: ``path::qualified.name`` of functions allowed over :data:`MAX_LINES` (none in the engine).
-LONG_FUNCTIONS_ALLOWED: set[str] = set()
 #: The top-level packages that only ComfyUI provides.
 COMFY_PACKAGES = {"comfy", "comfy_api", "folder_paths", "server", "comfy_execution", "latent_preview", "node_helpers"}
 
@@ -49,18 +47,15 @@ def test_no_function_is_longer_than_80_lines():
     for path in _pack_files():
         for name, node in _functions(_tree(path)):
             key = f"{path.relative_to(ROOT).as_posix()}::{name}"
-            if _length(node) > MAX_LINES and key not in LONG_FUNCTIONS_ALLOWED:
+            if _length(node) > MAX_LINES:
                 long[key] = _length(node)
     assert not long, f"functions over {MAX_LINES} lines (split them into named helpers): {long}"
-    assert not any(key.startswith("musepose/") for key in LONG_FUNCTIONS_ALLOWED)
 
 
-def test_the_long_functions_allowed_are_still_long():
-    """An entry of the allow-list whose function was shortened (or removed) goes too."""
-    lengths = {f"{path.relative_to(ROOT).as_posix()}::{name}": _length(node)
-               for path in _pack_files() for name, node in _functions(_tree(path))}
-    stale = sorted(key for key in LONG_FUNCTIONS_ALLOWED if lengths.get(key, 0) <= MAX_LINES)
-    assert not stale, f"drop these from LONG_FUNCTIONS_ALLOWED: {stale}"
+def test_the_length_count_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    (name, node), = _functions(ast.parse(f"@decorator\ndef f():\n{body}\n"))
+    assert name == "f" and _length(node) == MAX_LINES + 2
 
 
 # -- imports ----------------------------------------------------------------------------------------
@@ -162,9 +157,8 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-def _is_host_module(path: Path) -> bool:
-    relative = path.relative_to(ROOT).as_posix()
-    return relative == "nodes/host.py" or relative.startswith("nodes/host/")
+#: the one module that imports ComfyUI (the rest of nodes/host/ reaches ComfyUI through it)
+HOST_MODULE = "nodes/host/comfyui.py"
 
 
 def test_only_the_host_module_imports_comfyui():
@@ -176,6 +170,5 @@ def test_only_the_host_module_imports_comfyui():
             names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
             if any(name.split(".")[0] in COMFY_PACKAGES for name in names):
                 importers.add(path.relative_to(ROOT).as_posix())
-    others = sorted(p for p in importers if not _is_host_module(ROOT / p))
-    assert importers, "the host module imports ComfyUI: this test would see it"
-    assert not others, f"only nodes/host.py (or nodes/host/) may import ComfyUI; also: {others}"
+    assert HOST_MODULE in importers, "the host module imports ComfyUI: this test would see it"
+    assert importers == {HOST_MODULE}, f"only {HOST_MODULE} may import ComfyUI; also: {sorted(importers - {HOST_MODULE})}"

@@ -37,20 +37,6 @@ def test_imports_under_an_arbitrary_name_beside_foreign_musepose_and_nodes():
     assert "OK" in result.stdout
 
 
-def test_only_host_imports_comfyui():
-    """``nodes/host/comfyui.py`` is the one module that imports ComfyUI (at its top or inside a function)."""
-    offenders = []
-    for path in sorted((REPO / "nodes").rglob("*.py")) + [REPO / "__init__.py"]:
-        if path == REPO / "nodes" / "host" / "comfyui.py":
-            continue
-        for line in path.read_text().splitlines():
-            stripped = line.strip()
-            if stripped.startswith(("import ", "from ")) and any(
-                    word in stripped.split()[1].split(".")[0] for word in ("comfy", "folder_paths", "latent_preview")):
-                offenders.append(f"{path.relative_to(REPO)}: {stripped}")
-    assert not offenders, offenders
-
-
 def test_root_init_imports_as_a_plain_module():
     """pytest imports the checkout's __init__.py as a plain module when the folder name is not an
     identifier (comfyui-musepose-express); that must not fail (it broke every test once)."""
@@ -60,15 +46,3 @@ def test_root_init_imports_as_a_plain_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {} and module.NODE_DISPLAY_NAME_MAPPINGS == {}
-
-
-def test_node_functions_are_short():
-    """Every function in nodes/ fits on a screen (at most 80 lines): the nodes stay thin over the engine."""
-    import ast
-
-    long = []
-    for path in sorted((REPO / "nodes").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
-                long.append(f"{path.relative_to(REPO)}: {node.name} ({node.end_lineno - node.lineno + 1} lines)")
-    assert not long, long
