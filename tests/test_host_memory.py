@@ -101,3 +101,43 @@ def test_a_one_shot_run_reads_each_network_once(monkeypatch, vector_a_inputs):
     latents = pipe.sample(*vector_a_inputs, vector_a_settings(steps=1), MemorySettings(keep_weights=False))
     assert len(list(pipe.decode_chunks(latents, pipe.stats.memory[-1]))) >= 1
     assert sorted(reads) == ["denoising_unet", "image_encoder", "pose_guider", "reference_unet", "vae"]
+
+
+def test_sampling_gives_its_freed_heap_back_before_the_decode(monkeypatch, tiny_models, vector_a_inputs):
+    """The engine returns the step temporaries' freed heap to the OS once sampling ends (musepose/host_memory.py:
+    0.80 MB per frame at 512x512 before, 0.09 after), also when a run is cancelled."""
+    from conftest import vector_a_settings
+    from musepose.pipeline import MusePosePipeline, sampler
+
+    calls, steps = [], []
+    monkeypatch.setattr(sampler, "release_free_host_memory", lambda: calls.append(len(steps)) or True)
+    pipe = MusePosePipeline(tiny_models)
+    pipe.sample(*vector_a_inputs, vector_a_settings(), on_step=lambda step, total, latents: steps.append(step))
+    assert calls == [len(steps)] and len(steps) == vector_a_settings().steps
+
+    def cancel(step, total, latents):
+        raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        pipe.sample(*vector_a_inputs, vector_a_settings(), on_step=cancel)
+    assert len(calls) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_release_free_host_memory_returns_freed_heap_pages():
+    """What the call is for: blocks freed in the middle of the heap stay resident until it is made."""
+    from musepose.host_memory import release_free_host_memory
+
+    def rss() -> int:
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) * 1024
+
+    large = np.ones(8 << 20, dtype=np.uint8)
+    del large  # freeing an mmapped block raises glibc's mmap threshold past 2 MB
+    blocks = [np.ones(2 << 20, dtype=np.uint8) for _ in range(60)]  # 2 MB blocks, now from the heap
+    before = rss()
+    del blocks[::2]  # every other block: each freed one lies between two live ones, so none can coalesce
+    kept = rss()
+    assert release_free_host_memory()
+    after = rss()
+    print(f"RSS {before / 2**20:.0f} MiB, after freeing 60 MiB {kept / 2**20:.0f} MiB, trimmed {after / 2**20:.0f} MiB")
+    assert before - kept < 20e6 and kept - after > 40e6

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import VAE_DOWNSCALE, VAE_SCALING_FACTOR
+from ..host_memory import release_free_host_memory
 from ..models.reference_attention import ReferenceAttentionState, install_reference_processors
 from ..models.unet_body import spatial_self_attention_names
 from ..weights.loader import MusePoseModels
@@ -284,6 +285,7 @@ class MusePosePipeline:
         finally:
             dealer.stop(keep)
             self.state.clear()  # the reference features and their K/V are done with
+            release_free_host_memory()  # the step temporaries' freed heap, before a decode stacks on it
         self._done_with(dealer.config, keep, self.models.denoising_unet, self.models.pose_guider)
         return latents
 
