@@ -1,21 +1,22 @@
 #!/usr/bin/env python
-"""Host memory vs video length in the real ComfyUI: the server's peak RSS for the pose-video workflow ending
-in MusePose Decode to Video (core VIDEO, written as it is decoded) and in MusePose Decode (IMAGE batch) ->
-CreateVideo -> SaveVideo, each at two lengths.
+"""Host memory vs video length in the real ComfyUI: the server's peak RSS for the pose-video workflow in
+three forms, each at two lengths: ``image`` as shipped (Get Video Components' IMAGE batch into the Sampler,
+MusePose Decode -> CreateVideo -> SaveVideo), ``video`` ending in MusePose Decode to Video (core VIDEO,
+written as it is decoded), ``pose-video`` also giving Load Video's VIDEO to the Sampler's pose_video (read
+as uint8: no IMAGE batch anywhere).
 
 Each run is a fresh server (tests/comfy_support.py: ComfyUI at $COMFYUI_PATH on the CPU, the tiny weights)
 that runs one prompt; its peak resident set size is the kernel's ``VmHWM`` of the server process when the
 prompt has finished. The growth per frame between the two lengths is what a longer video costs the server;
 everything that does not depend on the length cancels out.
 
-What a frame costs at least on this workflow, whatever the decode path: the core LoadVideo ->
-GetVideoComponents hands the Sampler the pose video as a float32 IMAGE batch (``12*H*W`` bytes a frame,
-ComfyUI's type), the Sampler keeps it once as uint8 (``3*H*W``) and holds the latent state (five float32
-latent copies, as ``rss_length.py``). That sum is printed as the floor; the VIDEO path should sit on it,
-the IMAGE path adds at least its float32 IMAGE output (``12*H*W``).
+What a frame costs at least (the floor printed beside each path): the Sampler keeps the pose frame once as
+uint8 (``3*H*W`` bytes) and holds the latent state (five float32 latent copies, as ``rss_length.py``); with
+Get Video Components the pose video also arrives as a float32 IMAGE batch (``12*H*W``, ComfyUI's type). The
+IMAGE path adds at least its float32 IMAGE output (``12*H*W``).
 
     eval "$(bash .ci/comfyui-hosts /work/hosts)"; export COMFYUI_PYTHON COMFYUI_PATH=$COMFYUI_PATH_0_8
-    python benchmarks/comfy_video_rss.py --size 128 --lengths 24,120
+    python benchmarks/comfy_video_rss.py --size 160 --lengths 24,96
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ MB = 1e6
 LATENT_COPIES = 5  # as benchmarks/rss_length.py
 
 
-def floor_bytes_per_frame(size: int) -> int:
-    """The float32 IMAGE input, its uint8 copy and the latent state of one frame (module docstring)."""
-    return size * size * (12 + 3) + LATENT_COPIES * 4 * (size // 8) ** 2 * 4
+def floor_bytes_per_frame(size: int, path: str) -> int:
+    """The pose frame as uint8, the float32 IMAGE input where there is one, the latent state (docstring)."""
+    image_input = 0 if path == "pose-video" else 12
+    return size * size * (image_input + 3) + LATENT_COPIES * 4 * (size // 8) ** 2 * 4
 
 
 def write_pose_video(path: Path, size: int, frames: int, fps: int = 8) -> None:
@@ -58,18 +60,14 @@ def write_pose_video(path: Path, size: int, frames: int, fps: int = 8) -> None:
 
 
 def graph(path: str, size: int, args) -> dict:
-    """The shipped pose-video workflow at ``size``, ending in the IMAGE path as shipped or in Decode to Video."""
-    from comfy_support import tiny_workflow
+    """The shipped pose-video workflow at ``size``: ``image`` as shipped (IMAGE in, MusePose Decode ->
+    CreateVideo out), ``video`` ending in Decode to Video, ``pose-video`` also reading the pose video straight
+    into the Sampler's pose_video (no IMAGE batch anywhere)."""
+    from comfy_support import tiny_workflow, with_decode_to_video, with_pose_video_input
 
     g = tiny_workflow("musepose_video", width=size, height=size, steps=args.steps,
                       context_frames=args.context_frames, context_overlap=args.context_overlap)
-    if path == "video":
-        g["9"] = {"class_type": "MusePoseDecodeToVideo",
-                  "inputs": {"musepose": ["4", 0], "latent": ["5", 0], "fps": ["3", 2], "chunk_size": 0,
-                             "tiling": False}}
-        g["8"]["inputs"]["video"] = ["9", 0]
-        del g["6"], g["7"]
-    return g
+    return {"image": lambda g: g, "video": with_decode_to_video, "pose-video": with_pose_video_input}[path](g)
 
 
 def peak_rss(pid: int) -> int:
@@ -102,7 +100,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--lengths", default="24,120")
-    p.add_argument("--paths", default="video,image")
+    p.add_argument("--paths", default="pose-video,video,image")
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--context-frames", type=int, default=12)
     p.add_argument("--context-overlap", type=int, default=4)
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
             print(f"  {path} {frames} frames: peak RSS {rss / 2**30:.3f} GiB ({wall:.0f} s)", flush=True)
         growth = (rows[-1] - rows[0]) / (lengths[-1] - lengths[0])
         table.append(f"| {path} | " + " | ".join(f"{r / 2**30:.3f}" for r in rows) +
-                     f" | {growth / MB:.3f} | {floor_bytes_per_frame(args.size) / MB:.3f} |")
+                     f" | {growth / MB:.3f} | {floor_bytes_per_frame(args.size, path) / MB:.3f} |")
     print("\n" + "\n".join(table))
     return 0
 

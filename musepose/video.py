@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -46,23 +46,33 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
         raise VideoReadError(f"cannot read image {path}: {exc}") from exc
 
 
-def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Decode a video file with PyAV into uint8 RGB ``[F, H, W, 3]`` plus its frame rate."""
+def read_video_frames(path: str | os.PathLike | BinaryIO, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video with PyAV into uint8 RGB ``[F, H, W, 3]`` plus its frame rate.
+
+    ``path``: a file path, or an open binary file (ComfyUI's ``VideoFromFile`` can hold its video as a
+    ``BytesIO``); frames are decoded one at a time into the uint8 array, never as float.
+    """
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise VideoReadError(f"video not found: {path}")
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        if not path.is_file():
+            raise VideoReadError(f"video not found: {path}")
+        source, name = str(path), str(path)
+    else:
+        source, name = path, "the video stream"
     try:
-        with av.open(str(path)) as container:
+        with av.open(source) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"{name} has no video stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or Fraction(25, 1)
             decoded = (frame.to_ndarray(format="rgb24") for frame in container.decode(stream))
             frames = _stack(decoded, stream.frames or 0, max_frames)
     except av.error.FFmpegError as exc:
-        raise VideoReadError(f"cannot decode video {path}: {exc}") from exc
+        raise VideoReadError(f"cannot decode video {name}: {exc}") from exc
     if frames is None:
-        raise VideoReadError(f"video has no frames: {path}")
+        raise VideoReadError(f"video has no frames: {name}")
     return frames, float(rate)
 
 

@@ -72,12 +72,18 @@ class MusePoseDecodeToVideo:
         decode = MusePoseDecode.INPUT_TYPES()["required"]
         fps = ("FLOAT", {"default": 12.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": (
             "Frame rate of the video: the pose video's (Get Video Components' fps) keeps the dance in time.")})
+        pose_video = ("VIDEO", {"tooltip": (
+            "The pose video given to the Sampler as pose_video: when linked, the video gets its frame rate and fps "
+            "is not used (nothing is decoded to read it).")})
         return {"required": {"musepose": decode["musepose"], "latent": decode["latent"], "fps": fps,
-                             "chunk_size": decode["chunk_size"], "tiling": decode["tiling"]}}
+                             "chunk_size": decode["chunk_size"], "tiling": decode["tiling"]},
+                "optional": {"pose_video": pose_video}}
 
-    def decode(self, musepose, latent, chunk_size=0, tiling=False, fps=12.0):
+    def decode(self, musepose, latent, chunk_size=0, tiling=False, fps=12.0, pose_video=None):
         from ..musepose.video import Mp4Writer
 
+        if pose_video is not None:
+            fps = host.video_frame_rate(pose_video)
         with Mp4Writer(host.temp_video_path(), fps=float(fps)) as writer:
             for chunk in decoded_chunks(musepose, latent, chunk_size, tiling):
                 writer.write(chunk.numpy())

@@ -81,10 +81,16 @@ class MusePoseSampler:
             "required": {
                 "musepose": (MODEL_TYPE, {"tooltip": "From MusePose Model Loader."}),
                 "reference_image": ("IMAGE", {"tooltip": "The person to animate (the first image of the batch)."}),
-                "pose_images": ("IMAGE", {"tooltip": "Pose frames (MusePose-style skeleton renders), one per output "
-                                                     "frame: e.g. from MusePose Pose Align."}),
                 **{name: widget(name) for name in WIDGETS},
-            }
+            },
+            # One of the two pose inputs; by name, so saved workflows with pose_images linked keep loading.
+            "optional": {
+                "pose_images": ("IMAGE", {"tooltip": "Pose frames (MusePose-style skeleton renders), one per output "
+                                                     "frame: e.g. from MusePose Pose Align. Or use pose_video."}),
+                "pose_video": ("VIDEO", {"tooltip": (
+                    "A pose video (e.g. from Load Video), instead of pose_images: read straight to 8-bit frames, "
+                    "so a long video costs 4x less host memory than through Get Video Components' IMAGE batch.")}),
+            },
         }
 
     @classmethod
@@ -99,11 +105,11 @@ class MusePoseSampler:
         problems = sampler_input_problems(context_frames=context_frames, context_overlap=context_overlap)
         return "; ".join(problems) if problems else True
 
-    def sample(self, musepose, reference_image, pose_images, width=512, height=768, seed=0, steps=20, cfg=3.5,
+    def sample(self, musepose, reference_image, pose_images=None, width=512, height=768, seed=0, steps=20, cfg=3.5,
                scheduler="ddim", context_frames=48, context_overlap=4, context_schedule="uniform", blending="flat",
-               windows_per_batch=1, aspect="stretch", cfg_mode="auto"):
+               windows_per_batch=1, aspect="stretch", cfg_mode="auto", pose_video=None):
         reference_image = reference_image if reference_image.ndim == 4 else reference_image[None]
-        pose_images = pose_images if pose_images.ndim == 4 else pose_images[None]
+        pose_images = pose_frames(pose_images, pose_video)
         settings = validated_settings(int(pose_images.shape[0]), width=int(width), height=int(height), seed=int(seed),
                                       steps=int(steps), cfg=float(cfg), scheduler=scheduler,
                                       context_frames=int(context_frames), context_overlap=int(context_overlap),
@@ -114,6 +120,25 @@ class MusePoseSampler:
         latents = run_engine(musepose, reference_image[0], pose_images, settings, cfg_mode)
         say_after_run(settings, musepose.pipeline.stats, time.perf_counter() - started)
         return (to_latent(latents),)
+
+
+def pose_frames(pose_images=None, pose_video=None):
+    """The pose frames ``[F, H, W, 3]`` from whichever pose input is linked: the IMAGE batch as it is, or the
+    VIDEO read as uint8 (:func:`host.video_frames`). Exactly one must be linked."""
+    if (pose_images is None) == (pose_video is None):
+        raise ValueError("MusePose Sampler: link " + ("only one of pose_images and pose_video"
+                                                      if pose_images is not None else
+                                                      "pose_images (an IMAGE batch, e.g. from MusePose Pose Align) "
+                                                      "or pose_video (a VIDEO, e.g. from Load Video)"))
+    if pose_video is not None:
+        from ..musepose.video import VideoReadError
+
+        try:
+            frames, _fps = host.video_frames(pose_video)
+        except VideoReadError as exc:
+            raise ValueError(f"MusePose Sampler: pose_video: {exc}") from None
+        return frames
+    return pose_images if pose_images.ndim == 4 else pose_images[None]
 
 
 def validated_settings(frames: int, **widgets):

@@ -9,6 +9,7 @@ ComfyUI's requirements). See docs/DEVELOPING.md.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import socket
@@ -140,6 +141,28 @@ def tiny_workflow(name: str, previews: bool = False, **sampler) -> dict:
                     graph[linked[0]]["inputs"][key] = value
                 else:
                     node["inputs"][key] = value
+    return graph
+
+
+def with_decode_to_video(graph: dict) -> dict:
+    """The pose-video workflow ``graph`` ending in MusePose Decode to Video -> SaveVideo (no IMAGE output)
+    instead of MusePose Decode -> CreateVideo -> SaveVideo."""
+    graph = copy.deepcopy(graph)
+    graph["9"] = {"class_type": "MusePoseDecodeToVideo",
+                  "inputs": {"musepose": ["4", 0], "latent": ["5", 0], "fps": ["3", 2], "chunk_size": 0,
+                             "tiling": False}}
+    graph["8"]["inputs"]["video"] = ["9", 0]
+    del graph["6"], graph["7"]
+    return graph
+
+
+def with_pose_video_input(graph: dict) -> dict:
+    """The pose-video workflow ``graph`` with no IMAGE batch at all: Load Video straight into the Sampler's
+    pose_video, and Decode to Video taking its frame rate from the same VIDEO (Get Video Components gone)."""
+    graph = with_decode_to_video(graph)
+    del graph["5"]["inputs"]["pose_images"], graph["3"]
+    graph["5"]["inputs"]["pose_video"] = ["2", 0]
+    graph["9"]["inputs"].update(fps=30.0, pose_video=["2", 0])
     return graph
 
 

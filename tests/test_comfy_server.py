@@ -16,7 +16,8 @@ import pytest
 
 from musepose.video import read_frames
 
-from comfy_support import REPO, interrupted_run, run_watching, saved_video, tiny_workflow
+from comfy_support import (REPO, interrupted_run, run_watching, saved_video, tiny_workflow, with_decode_to_video,
+                           with_pose_video_input)
 
 
 def test_pack_imports_cleanly(server):
@@ -126,15 +127,24 @@ def test_cancel_then_queue_again_resumes(server):
     assert fresh["outcome"] == "execution_success" and "resumed at" not in said and "seed 22 -> 23" in said, said
 
 
+def test_pose_video_in_and_video_out(server):
+    """Load Video straight into the Sampler (read as uint8, never an IMAGE batch) and Decode to Video taking
+    the pose video's 8 fps: 12 frames that match the IMAGE-input run's within h264 loss (ComfyUI decodes the
+    pose video to float, PyAV to rgb24: the pose frames may differ by a level)."""
+    entry = server.wait(server.queue(with_pose_video_input(tiny_workflow("musepose_video", seed=32))))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+    frames, rate = read_frames(saved_video(server, entry))
+    assert frames.shape == (12, 96, 96, 3) and rate == 8.0
+    reference = server.wait(server.queue(with_decode_to_video(tiny_workflow("musepose_video", seed=32))))
+    expected, _ = read_frames(saved_video(server, reference))
+    difference = np.abs(frames.astype(float) - expected.astype(float)).mean() / 255
+    assert difference < 0.03, difference
+
+
 def test_decode_to_video_feeds_save_video(server):
     """MusePose Decode to Video (no IMAGE batch) -> the core SaveVideo: a 12-frame mp4 at the pose video's
     8 fps whose frames match MusePose Decode's within h264 loss."""
-    graph = tiny_workflow("musepose_video", seed=31)
-    graph["9"] = {"class_type": "MusePoseDecodeToVideo",
-                  "inputs": {"musepose": ["4", 0], "latent": ["5", 0], "fps": ["3", 2], "chunk_size": 0,
-                             "tiling": False}}
-    graph["8"]["inputs"]["video"] = ["9", 0]
-    del graph["6"], graph["7"]
+    graph = with_decode_to_video(tiny_workflow("musepose_video", seed=31))
     entry = server.wait(server.queue(graph))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
     frames, rate = read_frames(saved_video(server, entry))

@@ -5,6 +5,8 @@ video within 2.5e-4 (the engine's bound for the video).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,84 @@ def test_aspect_mismatch_is_never_silent(pack, run, caplog):
         (latent,) = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]().sample(model, reference, poses[:4],
                                                                            **{**settings, "aspect": "crop"})
     assert "centre-cropped" in caplog.text and latent["samples"].shape == (4, 4, 8, 12)
+
+
+@pytest.fixture(scope="module")
+def pose_mp4(tmp_path_factory):
+    """Vector A's pose frames as an 8 fps h264 mp4, and the frames that mp4 decodes to (h264 is lossy)."""
+    from musepose.video import read_frames, write_mp4
+
+    _, poses = vector_a_images()
+    path = write_mp4((poses.numpy() * 255).round().astype(np.uint8), tmp_path_factory.mktemp("poses") / "p.mp4",
+                     fps=8.0)
+    frames, fps = read_frames(path)
+    assert frames.shape == (12, 96, 96, 3) and fps == 8.0
+    return path, frames
+
+
+def test_sampler_pose_video_gives_the_latents_of_its_frames_as_images(pack, run, pose_mp4):
+    """The Sampler's pose_video (a VIDEO read to uint8 without an IMAGE batch) samples exactly what the same
+    decoded frames give as pose_images (max abs 0); Decode to Video takes the frame rate from that VIDEO."""
+    from musepose.video import VideoFile
+
+    model, _ = run
+    path, frames = pose_mp4
+    video = VideoFile(Path(path), 96, 96, 12, 8.0)
+    reference, _ = vector_a_images()
+    sampler = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]()
+    (from_images,) = sampler.sample(model, reference, torch.from_numpy(frames).float() / 255.0, **VECTOR_A_SAMPLER)
+    (from_video,) = sampler.sample(model, reference, None, pose_video=video, **VECTOR_A_SAMPLER)
+    assert torch.equal(from_video["samples"], from_images["samples"])
+    (out,) = pack.NODE_CLASS_MAPPINGS["MusePoseDecodeToVideo"]().decode(model, from_video, 0, False, fps=30.0,
+                                                                         pose_video=video)
+    assert out.get_frame_rate() == 8 and out.get_frame_count() == 12
+
+
+def test_sampler_needs_exactly_one_pose_input(pack, run, pose_mp4):
+    from musepose.video import VideoFile
+
+    model, _ = run
+    reference, poses = vector_a_images()
+    video = VideoFile(Path(pose_mp4[0]), 96, 96, 12, 8.0)
+    sampler = pack.NODE_CLASS_MAPPINGS["MusePoseSampler"]()
+    with pytest.raises(ValueError, match="link pose_images .* or pose_video"):
+        sampler.sample(model, reference, **VECTOR_A_SAMPLER)
+    with pytest.raises(ValueError, match="link only one of pose_images and pose_video"):
+        sampler.sample(model, reference, poses, pose_video=video, **VECTOR_A_SAMPLER)
+    broken = VideoFile(Path(pose_mp4[0]).with_name("missing.mp4"), 96, 96, 12, 8.0)
+    with pytest.raises(ValueError, match="MusePose Sampler: pose_video: video not found"):
+        sampler.sample(model, reference, pose_video=broken, **VECTOR_A_SAMPLER)
+
+
+def test_video_frames_reads_files_and_bytes_as_uint8_and_components_as_they_are(pack, pose_mp4):
+    """host.video_frames: a file-backed VIDEO (a path or a BytesIO, as ComfyUI's VideoFromFile holds) is
+    decoded to uint8; one trimmed by ComfyUI 0.19 (private start time) and one made of components give
+    get_components()'s frames, which honour the trim."""
+    import io
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    videos = pack.nodes.host.videos
+    path, frames = pose_mp4
+
+    class VideoFromFile:  # the name is what host.videos recognises, as for ComfyUI's class
+        def __init__(self, source, start_time=0.0):
+            self._VideoFromFile__start_time, self._VideoFromFile__duration = start_time, 0.0
+            self.source = source
+
+        def get_stream_source(self):
+            return self.source
+
+        def get_components(self):
+            return SimpleNamespace(images=torch.zeros(3, 96, 96, 3), frame_rate=Fraction(8))
+
+    for source in (str(path), io.BytesIO(Path(path).read_bytes())):
+        got, fps = videos.video_frames(VideoFromFile(source))
+        assert got.dtype == np.uint8 and np.array_equal(got, frames) and fps == 8.0
+    trimmed, fps = videos.video_frames(VideoFromFile(str(path), start_time=0.5))
+    assert trimmed.shape == (3, 96, 96, 3) and trimmed.dtype == torch.float32 and fps == 8.0
+
+    class VideoFromComponents(VideoFromFile):
+        pass
+
+    assert videos.video_frames(VideoFromComponents(str(path)))[0].shape == (3, 96, 96, 3)

@@ -44,12 +44,13 @@ API_OF = {path: REPO / "workflows" / "api" / f"{name}.json" for name, path in UI
 FRONTEND_SIZE = {
     "LoadImage": (237, 326), "GetVideoComponents": (171, 66), "CreateVideo": (279, 78), "SaveVideo": (210, 106),
     "PreviewImage": (306, 258), "Note": (210, 88),
-    "MusePoseModelLoader": (210, 250), "MusePoseSampler": (217, 410), "MusePoseDecode": (210, 102),
+    "MusePoseModelLoader": (210, 250), "MusePoseSampler": (217, 430), "MusePoseDecode": (210, 102),
+    "MusePoseDecodeToVideo": (210, 170),
     "MusePosePoseExtract": (267, 242), "MusePosePoseAlign": (303, 422),
 }
 #: nodes that show their messages under their widgets after a run, and the room (about five lines of the
 #: frontend's text) they need for them without growing
-MESSAGE_NODES = {"MusePoseSampler", "MusePoseDecode", "MusePosePoseExtract", "MusePosePoseAlign"}
+MESSAGE_NODES = {"MusePoseSampler", "MusePoseDecode", "MusePoseDecodeToVideo", "MusePosePoseExtract", "MusePosePoseAlign"}
 MESSAGE_ROOM = 70
 #: video shapes a user's videos come in (width / height): square, landscape 16:9, portrait 9:16
 VIDEO_ASPECTS = (1.0, 16 / 9, 9 / 16)
@@ -247,12 +248,18 @@ def test_defaults_a_user_should_get():
 
 
 def test_low_vram_preset_really_is_one():
+    """Low VRAM, and low host memory on long clips: no node makes an IMAGE batch of the video (the pose video
+    goes to the Sampler as a VIDEO, Decode to Video writes the mp4 and takes the pose video's frame rate)."""
     graph = api_graph("musepose_video_lowvram")
     by_class = {n["class_type"]: n["inputs"] for n in graph.values()}
     assert by_class["MusePoseModelLoader"]["offload"] == "lowvram"
     assert by_class["MusePoseSampler"]["cfg_mode"] == "sequential"
     assert by_class["MusePoseSampler"]["context_frames"] <= 16
-    assert by_class["MusePoseDecode"]["tiling"] is True
+    assert by_class["MusePoseDecodeToVideo"]["tiling"] is True
+    load_video = by_type(graph, "LoadVideo")
+    assert by_class["MusePoseSampler"]["pose_video"] == by_class["MusePoseDecodeToVideo"]["pose_video"] == [load_video[0], 0]
+    assert "pose_images" not in by_class["MusePoseSampler"]
+    assert not {"GetVideoComponents", "MusePoseDecode", "CreateVideo"} & set(by_class)
 
 
 def test_dance_size_is_set_once_on_pose_align():

@@ -109,11 +109,3 @@ def temp_video_path(prefix: str = "musepose") -> str:
     handle, path = tempfile.mkstemp(prefix=f"{prefix}-", suffix=".mp4", dir=folder)
     os.close(handle)
     return path
-
-
-def video_output(video):
-    """ComfyUI's core ``VIDEO`` for a finished file (``VideoFromFile``: Save Video copies its packets, Get
-    Video Components decodes it), or the engine's :class:`~musepose.video.VideoFile` outside ComfyUI."""
-    if not comfyui.HAS_COMFY:
-        return video
-    return comfyui.video_from_file(str(video.path))

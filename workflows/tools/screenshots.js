@@ -165,8 +165,8 @@ function checkMessages(name, boxes, sent) {
     const must = MESSAGE_MUST[box.type];
     if (must && !(box.text || '').includes(must)) problems.push(`${name}: ${box.type} ${box.id} box lacks "${must}": ${JSON.stringify(box.text)}`);
   }
-  for (const type of ['MusePoseSampler', 'MusePoseDecode']) {
-    if (!boxes.some((b) => b.type === type && b.text)) problems.push(`${name}: no ${type} with messages`);
+  for (const types of [['MusePoseSampler'], ['MusePoseDecode', 'MusePoseDecodeToVideo']]) {
+    if (!boxes.some((b) => types.includes(b.type) && b.text)) problems.push(`${name}: no ${types.join(' or ')} with messages`);
   }
   return problems;
 }

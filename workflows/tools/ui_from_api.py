@@ -45,17 +45,22 @@ TEMPLATES = {
 _VIDEO = {
     "1": (40, 60, 320, 340), "2": (40, 460, 380, 420),
     "4": (460, 60, 340, 260), "3": (460, 460, 260, 100), "note": (460, 640, 340, 300),
-    "5": (840, 60, 360, 600),
+    "5": (840, 60, 360, 620),
     "6": (1240, 60, 300, 180), "7": (1240, 330, 300, 90), "8": (1240, 500, 380, 460),
 }
 LAYOUTS = {
     "musepose_video": _VIDEO,
-    "musepose_video_lowvram": _VIDEO,
+    "musepose_video_lowvram": {
+        "1": (40, 60, 320, 340), "2": (40, 460, 380, 420),
+        "4": (460, 60, 340, 260), "note": (460, 400, 340, 300),
+        "5": (840, 60, 360, 620),
+        "6": (1240, 60, 300, 240), "8": (1240, 360, 380, 460),
+    },
     "musepose_dance": {
         "1": (40, 60, 320, 340), "2": (40, 460, 380, 420),
         "note": (460, 60, 340, 270), "3": (460, 400, 260, 100), "9": (460, 560, 340, 360),
         "11": (840, 60, 380, 440), "10": (840, 560, 380, 600),
-        "12": (1260, 60, 380, 440), "5": (1260, 560, 360, 600),
+        "12": (1260, 60, 380, 440), "5": (1260, 560, 360, 620),
         "4": (1680, 60, 340, 260), "6": (1680, 380, 300, 180), "7": (1680, 620, 300, 90), "8": (1680, 770, 380, 460),
     },
 }
@@ -78,8 +83,11 @@ NOTES = {
                        "encoder in models/clip_vision (see the README, section ComfyUI nodes). Load a reference photo "
                        "and a video of MusePose-style pose renders (e.g. saved from MusePose Pose Align) of the same "
                        "size as the Sampler's width x height. offload auto picks the memory level that fits your GPU."),
-    "musepose_video_lowvram": ("Low-VRAM preset: lowvram offload (ComfyUI streams UNet weights), sequential CFG, "
-                               "16-frame windows, tiled decode. Same model files as the standard workflow."),
+    "musepose_video_lowvram": ("Low-VRAM and long-clip preset: lowvram offload (ComfyUI streams UNet weights), "
+                               "sequential CFG, 16-frame windows, tiled decode. The pose video goes straight into the "
+                               "Sampler's pose_video and Decode to Video writes the mp4 as it decodes (frame rate from "
+                               "the pose video): no IMAGE batch of the video is ever made, so host memory stays low on "
+                               "long clips. Same model files as the standard workflow."),
     "musepose_dance": ("From a dance video: DWPose (yolox_l.onnx + dw-ll_ucoco_384.onnx in ComfyUI/models/dwpose, "
                        "no mmcv) finds the dancer, Pose Align re-targets the skeleton to the reference person and "
                        "draws it at its width x height, which its width/height outputs pass on to the Sampler (set "
