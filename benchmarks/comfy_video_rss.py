@@ -67,7 +67,11 @@ def graph(path: str, size: int, args) -> dict:
 
     g = tiny_workflow("musepose_video", width=size, height=size, steps=args.steps,
                       context_frames=args.context_frames, context_overlap=args.context_overlap)
-    return {"image": lambda g: g, "video": with_decode_to_video, "pose-video": with_pose_video_input}[path](g)
+    g = {"image": lambda g: g, "video": with_decode_to_video, "pose-video": with_pose_video_input}[path](g)
+    for node in g.values():  # a fixed chunk: auto sizes it to the free memory, so it would grow with the length
+        if node["class_type"] in ("MusePoseDecode", "MusePoseDecodeToVideo"):
+            node["inputs"]["chunk_size"] = args.chunk_size
+    return g
 
 
 def peak_rss(pid: int) -> int:
@@ -104,11 +108,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--context-frames", type=int, default=12)
     p.add_argument("--context-overlap", type=int, default=4)
+    p.add_argument("--chunk-size", type=int, default=12, help="frames per VAE decode call (0 = auto: as many "
+                   "as the free memory allows, which grows with the length on a roomy host)")
     p.add_argument("--timeout", type=float, default=3600)
     args = p.parse_args(argv)
     lengths = sorted(int(n) for n in args.lengths.split(","))
     print(f"server peak RSS, ComfyUI at {__import__('comfy_support').COMFYUI}, {args.size}x{args.size}, "
-          f"{args.steps} step(s), context {args.context_frames}/{args.context_overlap}", flush=True)
+          f"{args.steps} step(s), context {args.context_frames}/{args.context_overlap}, decode chunk "
+          f"{args.chunk_size or 'auto'}", flush=True)
     table = ["| path | " + " | ".join(f"{n} frames GiB" for n in lengths) + " | growth MB/frame | floor MB/frame |",
              "|---|" + "---|" * (len(lengths) + 2)]
     for path in args.paths.split(","):
