@@ -125,11 +125,11 @@ class MusePoseSampler:
 def pose_frames(pose_images=None, pose_video=None):
     """The pose frames ``[F, H, W, 3]`` from whichever pose input is linked: the IMAGE batch as it is, or the
     VIDEO read as uint8 (:func:`host.video_frames`). Exactly one must be linked."""
-    if (pose_images is None) == (pose_video is None):
-        raise ValueError("MusePose Sampler: link " + ("only one of pose_images and pose_video"
-                                                      if pose_images is not None else
-                                                      "pose_images (an IMAGE batch, e.g. from MusePose Pose Align) "
-                                                      "or pose_video (a VIDEO, e.g. from Load Video)"))
+    if pose_images is not None and pose_video is not None:
+        raise ValueError("MusePose Sampler: link only one of pose_images and pose_video")
+    if pose_images is None and pose_video is None:
+        raise ValueError("MusePose Sampler: link pose_images (an IMAGE batch, e.g. from MusePose Pose Align) or "
+                         "pose_video (a VIDEO, e.g. from Load Video)")
     if pose_video is not None:
         from ..musepose.video import VideoReadError
 

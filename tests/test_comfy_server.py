@@ -129,8 +129,9 @@ def test_cancel_then_queue_again_resumes(server):
 
 def test_pose_video_in_and_video_out(server):
     """Load Video straight into the Sampler (read as uint8, never an IMAGE batch) and Decode to Video taking
-    the pose video's 8 fps: 12 frames that match the IMAGE-input run's within h264 loss (ComfyUI decodes the
-    pose video to float, PyAV to rgb24: the pose frames may differ by a level)."""
+    the pose video's 8 fps: 12 frames that match, within h264 loss, the same run with Get Video Components'
+    IMAGE batch as pose_images (ComfyUI decodes the pose video to float, PyAV to rgb24: a pose pixel may
+    differ by a level, so not exactly)."""
     entry = server.wait(server.queue(with_pose_video_input(tiny_workflow("musepose_video", seed=32))))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
     frames, rate = read_frames(saved_video(server, entry))

@@ -28,7 +28,7 @@ def video_output(video):
 def _file_source(video):
     """The file to decode ``video`` from (a path or a ``BytesIO``), or None when its frames must come from
     ``get_components()``."""
-    if type(video).__name__ not in FILE_BACKED or not hasattr(video, "get_stream_source"):
+    if type(video).__name__ not in FILE_BACKED:
         return None
     # ComfyUI 0.19 trims a VideoFromFile (as_trimmed) to a start time and duration it keeps in private
     # attributes and honours only in get_components(); a trimmed one is read through that, whole otherwise.
